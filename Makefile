@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh clone:
+#   make serve   build the site from the catalog and serve it at http://127.0.0.1:8000
+#   make test    run the test suite (fast tests; `make test-all` adds slow and browser tests)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve build test test-all test-slow test-browser notebooks bench validate browser-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+validate: $(STAMP)
+	$(BIN)/python -m site_tools validate
+
+serve: $(STAMP)
+	$(BIN)/python -m site_tools validate
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+build: $(STAMP)
+	$(BIN)/python -m site_tools validate
+	$(BIN)/mkdocs build --strict
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# Debian's Chromium drives the browser tests (no browser download: the site must work offline).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+test-browser: $(STAMP) browser-deps
+	$(BIN)/python -m pytest -q -m browser
+
+test-all: test test-slow test-browser
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_catalog.py
+
+clean:
+	rm -rf site build .pytest_cache
