@@ -15,7 +15,9 @@ import bibtexparser
 from bibtexparser.model import Entry as BibEntry
 
 # Venues that are journals or preprint servers rather than proceedings.
-JOURNAL_MARKERS = ("transactions", "journal", "tog", "tpami", "ijcv", "tmlr", "nature", "letters", "techrxiv")
+JOURNAL_MARKERS = ("transactions", "journal", "review", "tog", "tpami", "ijcv", "tmlr", "nature", "letters")
+# Venues that only host preprints or submissions.
+PREPRINT_VENUES = ("arxiv", "openreview", "techrxiv")
 LABEL_FIELDS = ("contribution", "stage", "modality", "model_family", "target")
 LINK_FIELDS = {"code": "code", "project": "project", "pdf": "pdf", "openreview": "openreview"}
 
@@ -31,7 +33,7 @@ def _unescape(text: str) -> str:
 
 def bib_type(paper: dict[str, Any]) -> str:
     venue = paper["venue"].lower()
-    if venue == "arxiv":
+    if venue in PREPRINT_VENUES:
         return "misc"
     if any(marker in venue for marker in JOURNAL_MARKERS):
         return "article"
