@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 validate: $(STAMP)
 	$(BIN)/python -m site_tools validate
 
+# The site is generated from catalog/papers at build time (site_tools/site/hooks.py); serve rebuilds on catalog edits.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life banner, which is not about this site.
 serve: $(STAMP)
 	$(BIN)/python -m site_tools validate
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 build: $(STAMP)
 	$(BIN)/python -m site_tools validate
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -37,8 +39,9 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
+# Builds the site into a temp folder, serves it on a free port and drives headless Chromium (tests/site/).
 test-browser: $(STAMP) browser-deps
-	$(BIN)/python -m pytest -q -m browser
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m pytest -q -m browser
 
 test-all: test test-slow test-browser
 

@@ -1,0 +1,72 @@
+"""The explorer's data file: the fields its table and filters need, and the filter vocabularies.
+
+Kept compact (no summaries or notes, empty fields left out, no indentation) so that 1,000 papers stay well under
+1 MB. The explorer script reads it with fetch() and writes every string with textContent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from .atlas import LABEL_FIELDS, Atlas, labels_of, venue_series
+
+FORMAT_VERSION = 1
+
+
+def explorer_paper(paper: dict[str, Any]) -> dict[str, Any]:
+    """One row of the explorer: what its columns, filters and free-text search use."""
+    row: dict[str, Any] = {"id": paper["id"], "title": paper["title"], "year": paper["year"]}
+    if paper.get("month"):
+        row["month"] = paper["month"]
+    if paper.get("aliases"):
+        row["aliases"] = paper["aliases"]
+    if paper.get("authors"):
+        row["authors"] = paper["authors"]
+    row["venue"] = paper["venue"]
+    series = venue_series(paper["venue"])
+    if series != paper["venue"]:
+        row["venue_series"] = series
+    for field in LABEL_FIELDS:
+        values = labels_of(paper, field)
+        if values:
+            row[field] = paper[field]
+    code = paper.get("links", {}).get("code")
+    if code:
+        row["code"] = code
+    if paper.get("method_card"):
+        row["card"] = paper["method_card"]
+    return row
+
+
+def facets(atlas: Atlas) -> list[dict[str, Any]]:
+    """The filters in display order: label vocabularies from the schema, then years and venues found in the data.
+
+    Each value is [value, meaning]; meanings are the schema's x-enum-descriptions (empty for years and venues).
+    """
+    result = []
+    for field in LABEL_FIELDS:
+        vocabulary = atlas.vocabularies[field]
+        result.append({"key": field, "label": vocabulary.title,
+                       "values": [[v, vocabulary.meanings.get(v, "")] for v in vocabulary.values]})
+    years = sorted({p["year"] for p in atlas.papers}, reverse=True)
+    result.append({"key": "year", "label": "Year", "values": [[str(y), ""] for y in years]})
+    venues = Counter(venue_series(p["venue"]) for p in atlas.papers)
+    ordered = sorted(venues, key=lambda v: (-venues[v], v.lower()))
+    result.append({"key": "venue", "label": "Venue", "values": [[v, ""] for v in ordered]})
+    return result
+
+
+def explorer_data(atlas: Atlas, paper_url: str, card_urls: dict[str, str]) -> dict[str, Any]:
+    """The whole data file.
+
+    `paper_url` is the URL of a paper page relative to the site root with ``{id}`` for the id (``papers/{id}/``);
+    `card_urls` maps the names of published executable cards to their URL relative to the site root.
+    """
+    return {"version": FORMAT_VERSION, "paper_url": paper_url, "cards": card_urls, "facets": facets(atlas),
+            "papers": [explorer_paper(p) for p in atlas.papers]}
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,247 @@
+"""The built site in real headless Chromium (Debian's /usr/bin/chromium, driven by playwright): search, the explorer's
+filters and shareable URLs, BibTeX on paper pages, and hostile catalog strings staying text.
+
+Run with `make test-browser` (pytest -m browser). The site is built once per session into a temp folder and served
+on 127.0.0.1 at a free port; screenshots of the home page and the explorer go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from site_build_helpers import SCRIPT_TITLE, build_site
+from site_tools.catalog import REPO_ROOT, load_catalog
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+TIMEOUT_MS = 15_000
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the signature of the base class
+        pass
+
+
+def serve(folder: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def real_site(tmp_path_factory) -> Path:
+    return build_site(tmp_path_factory.mktemp("real") / "site")
+
+
+@pytest.fixture(scope="session")
+def site_url(real_site: Path) -> Iterator[str]:
+    yield from serve(real_site)
+
+
+@pytest.fixture(scope="session")
+def hostile_url(hostile_site: Path) -> Iterator[str]:
+    yield from serve(hostile_site)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page in light mode; any JavaScript error or dialog (alert) fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, color_scheme="light")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"JavaScript error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog opened: {dialog.message}"), dialog.dismiss()))
+    yield page
+    context.close()
+    assert not problems, problems
+
+
+def explorer_ids(page) -> list[str]:
+    page.wait_for_selector("#atlas-explorer table tbody tr[data-id]", state="attached")
+    return page.eval_on_selector_all("#atlas-explorer tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
+
+
+def search(page, site_url: str, query: str, expected_href: str) -> list[str]:
+    """Type into Material's search box; wait until a result links to `expected_href` (relative to the site root) or
+    the timeout passes, and return the result links. Results arrive asynchronously from the search worker."""
+    page.goto(site_url)
+    page.click(".md-search__input")
+    # Type key by key as a reader does: Material searches on keyboard events, not on a programmatic value change.
+    page.wait_for_function("!document.querySelector('.md-search-result__meta').textContent.includes('Initializing')")
+    page.locator(".md-search__input").press_sequentially(query)
+    # Result links carry the query for highlighting (?h=...); compare paths only.
+    paths = "() => [...document.querySelectorAll('.md-search-result__item > a')].map(a => new URL(a.href).pathname)"
+    try:
+        page.wait_for_function(f"path => ({paths})().includes(path)", arg=urlsplit(site_url + expected_href).path)
+    except PlaywrightTimeout:
+        pass  # the caller's assertion reports what was found instead
+    root = urlsplit(site_url).path
+    return [path.removeprefix(root) for path in page.evaluate(paths)]
+
+
+def heading_text(page, selector: str) -> str:
+    """A heading's own text, without Material's permalink anchor."""
+    return page.eval_on_selector(selector, "h => [...h.childNodes].filter(n => !(n.classList && "
+                                           "n.classList.contains('headerlink'))).map(n => n.textContent).join('')")
+
+
+@pytest.mark.parametrize("query, paper_id", [
+    ("Erasing Concepts from Diffusion Models", "gandikota2023erasing"),  # title
+    ("SalUn", "fan2023salun"),  # alias
+    ("Materzynska", "gandikota2023erasing"),  # author
+    ("negatively guided prediction", "gandikota2023erasing"),  # words of the summary
+])
+def test_search_finds_a_paper(page, site_url, catalog, query, paper_id):
+    paper = next(p for p in catalog if p["id"] == paper_id)
+    assert query in " ".join([paper["title"], paper["summary"]] + paper.get("aliases", []) + paper.get("authors", []))
+    results = search(page, site_url, query, f"papers/{paper_id}/")
+    assert f"papers/{paper_id}/" in results[:5], results[:5]
+
+
+def test_stage_filter_narrows_the_explorer_to_exactly_that_stage(page, site_url, catalog):
+    page.goto(site_url + "explorer/")
+    assert len(explorer_ids(page)) == len(catalog)
+    page.select_option("select[name=stage]", "decoding-time")
+    page.wait_for_function("location.search.includes('stage=decoding-time')")
+    expected = {p["id"] for p in catalog if "decoding-time" in p.get("stage", [])}
+    assert expected and set(explorer_ids(page)) == expected
+    assert f"{len(expected)} of {len(catalog)} papers match" in page.inner_text(".atlas-explorer__status")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "site-explorer-decoding-time.png"))
+
+
+def test_filtered_url_reloads_into_the_same_view(page, site_url, catalog):
+    query = "stage=training-time&modality=image&code=1&text=diffusion&sort=title&order=asc"
+    page.goto(site_url + "explorer/?" + query)
+    expected = sorted((p for p in catalog if "training-time" in p.get("stage", []) and "image" in p["modality"]
+                       and p["links"].get("code") and "diffusion" in " ".join(
+                           [p["id"], p["title"], p["venue"]] + p.get("aliases", []) + p.get("authors", [])).lower()),
+                      key=lambda p: p["title"].lower())
+    assert expected
+    first_view = explorer_ids(page)
+    assert set(first_view) == {p["id"] for p in expected}
+    assert [p["id"] for p in expected][:3] == first_view[:3], "sorted by title, ascending"
+    page.reload()
+    assert explorer_ids(page) == first_view
+    assert page.input_value("select[name=stage]") == "training-time"
+    assert page.input_value("select[name=modality]") == "image"
+    assert page.input_value("input[name=text]") == "diffusion"
+    assert page.is_checked("input[name=code]")
+    assert page.get_attribute("th[data-key=title]", "aria-sort") == "ascending"
+
+
+def test_clicking_a_label_filters_and_updates_the_url(page, site_url, catalog):
+    page.goto(site_url + "explorer/")
+    explorer_ids(page)
+    page.click("#atlas-explorer tbody tr[data-id=gandikota2023erasing] .atlas-badge--model_family")
+    page.wait_for_function("location.search.includes('model_family=stable-diffusion')")
+    expected = {p["id"] for p in catalog if "stable-diffusion" in p.get("model_family", [])}
+    assert set(explorer_ids(page)) == expected
+
+
+def test_explorer_titles_open_the_paper_pages(page, site_url, catalog):
+    page.goto(site_url + "explorer/?text=SalUn")
+    assert explorer_ids(page) == ["fan2023salun"]
+    page.click("#atlas-explorer tbody tr[data-id=fan2023salun] td a")
+    page.wait_for_url("**/papers/fan2023salun/")
+    title = next(p["title"] for p in catalog if p["id"] == "fan2023salun")
+    assert heading_text(page, "article h1") == title
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def test_every_internal_link_of_the_built_site_resolves(real_site: Path):
+    """Links written as HTML (not checked by mkdocs' strict mode) included: each relative href/src is a file."""
+    broken = []
+    for html_file in real_site.rglob("*.html"):
+        parser = _Links()
+        parser.feed(html_file.read_text(encoding="utf-8"))
+        for target in parser.targets:
+            parts = urlsplit(target)
+            if parts.scheme or parts.netloc or not parts.path:
+                continue  # external, or a fragment / query on the same page
+            base = real_site if parts.path.startswith("/") else html_file.parent  # 404.html links from the root
+            resolved = (base / unquote(parts.path).lstrip("/")).resolve()
+            if not (resolved.is_file() or (resolved / "index.html").is_file()):
+                broken.append(f"{html_file.relative_to(real_site)}: {target}")
+    assert not broken, "\n".join(broken[:20])
+
+
+def test_paper_page_shows_its_bibtex_with_a_copy_button(page, site_url):
+    page.goto(site_url + "papers/gandikota2023erasing/")
+    assert heading_text(page, "article h1") == "Erasing Concepts from Diffusion Models"
+    bibtex = page.inner_text("#bibtex ~ .highlight code")
+    assert bibtex.startswith("@inproceedings{gandikota2023erasing,") and "title = {{Erasing Concepts" in bibtex
+    page.wait_for_selector("#bibtex ~ .highlight button[data-md-type=copy]", state="attached")  # added by Material's JS
+    # Badges lead to the explorer filtered by that label.
+    page.click("a.atlas-badge--stage")
+    page.wait_for_url("**/explorer/?stage=training-time")
+
+
+def test_home_page_links_and_screenshots(page, site_url, catalog):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(site_url)
+    assert f"{len(catalog)} papers" in page.inner_text("article")
+    for download in ("catalog.json", "catalog.bib", "catalog.csv"):
+        response = page.request.get(site_url + download)
+        assert response.ok and len(response.body()) > 1000, download
+    page.screenshot(path=str(ARTIFACTS / "site-home.png"), full_page=True)
+    page.goto(site_url + "explorer/")
+    explorer_ids(page)
+    page.screenshot(path=str(ARTIFACTS / "site-explorer.png"))
+
+
+def test_hostile_strings_stay_text_in_the_browser(page, hostile_url):
+    page.goto(hostile_url + "papers/evil2024script/")
+    assert heading_text(page, "article h1") == SCRIPT_TITLE
+    assert page.title().startswith(SCRIPT_TITLE)
+    page.goto(hostile_url + "explorer/?text=alert")
+    assert explorer_ids(page) == ["evil2024script"]
+    assert page.inner_text("#atlas-explorer tbody tr[data-id=evil2024script] a") == SCRIPT_TITLE
+    # The search results render the title too.
+    assert "papers/evil2024script/" in search(page, hostile_url, "Unlearning", "papers/evil2024script/")
+    page.wait_for_timeout(300)  # give any injected script a moment to run; the page fixture fails on a dialog
