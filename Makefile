@@ -47,6 +47,7 @@ test-all: test test-slow test-browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_catalog.py
+	$(BIN)/python benchmarks/bench_site.py
 
 clean:
 	rm -rf site build .pytest_cache
