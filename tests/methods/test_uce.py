@@ -1,0 +1,87 @@
+"""UCE: the closed-form edit maps erased tokens' K/V to the anchor's and keeps preserved tokens' K/V."""
+
+import dataclasses
+
+import torch
+
+from minicanvas_dummies import get_dummy_components
+from methods import uce
+from methods.common import EraseRequest, cross_attention_modules, encode_prompts, state_fingerprint
+from methods.testbeds import minicanvas
+
+
+def test_closed_form_solves_the_normal_equations():
+    generator = torch.Generator().manual_seed(0)
+    w_old = torch.randn(12, 16, generator=generator)
+    c_e, c_p = torch.randn(5, 16, generator=generator), torch.randn(30, 16, generator=generator)
+    v_e = torch.randn(5, 12, generator=generator)
+    lamb, s_e, s_p = 0.5, 1.0, 0.3
+    w = uce.closed_form_edit(w_old, c_e, v_e, c_p, lamb, s_e, s_p)
+    # gradient of the UCE objective at the solution must vanish
+    w.requires_grad_(True)
+    objective = (
+        s_e * ((c_e @ w.T - v_e) ** 2).sum()
+        + s_p * ((c_p @ w.T - c_p @ w_old.T) ** 2).sum()
+        + lamb * ((w - w_old) ** 2).sum()
+    )
+    objective.backward()
+    assert w.grad.abs().max() < 1e-4
+
+
+def test_token_alignment_starts_at_the_last_differing_token():
+    tokenizer = minicanvas.build_tokenizer()
+    # concept in the middle of the prompt: slice from "three"/"eight" (index 3) to the end
+    assert uce.aligned_token_slices(tokenizer, "a digit three in plain style", "a digit eight in plain style") == (3, 3, 5)
+    # guide "" (paper default on SD): the forget slice starts at the concept, the guide slice at <bos>
+    assert uce.aligned_token_slices(tokenizer, "a digit three", "") == (3, 0, 5)
+    # style concept: slice from the style word
+    assert uce.aligned_token_slices(tokenizer, "a digit one in thick style", "a digit one in plain style") == (5, 5, 3)
+
+
+def test_erased_kv_match_anchor_and_preserved_kv_stay():
+    components = get_dummy_components(hidden_size=64)
+    full = minicanvas.build_erase_request("three")
+    # a small preserve set keeps the problem well posed (fewer vectors than the 64 embedding dimensions)
+    request = dataclasses.replace(full, preserve_prompts=["a digit five in plain style", "a digit one in thick style"])
+    config = uce.UCEConfig(lamb=1e-3, erase_scale=1.0, preserve_scale=1.0)
+    edited = uce.erase(components, request, config).components
+
+    forget = encode_prompts(components, request.forget_prompts)[:, 3:]  # concept token onwards (index 3)
+    anchor = encode_prompts(components, request.anchor_prompts)[:, 3:]
+    preserve = encode_prompts(components, request.preserve_prompts + [""])
+    for (name, old), (_, new) in zip(cross_attention_modules(components.unet), cross_attention_modules(edited.unet)):
+        for projection in ("to_k", "to_v"):
+            w_old, w_new = getattr(old, projection).weight, getattr(new, projection).weight
+            gap_before = (forget @ w_old.T - anchor @ w_old.T).norm()
+            gap_after = (forget @ w_new.T - anchor @ w_old.T).norm()
+            drift = (preserve @ w_new.T - preserve @ w_old.T).norm() / (preserve @ w_old.T).norm()
+            assert gap_after / gap_before < 0.02, (name, projection, float(gap_after / gap_before))
+            assert drift < 0.02, (name, projection, float(drift))
+
+
+def test_default_request_moves_erased_kv_most_of_the_way(components, request_three):
+    edited = uce.erase(components, request_three, uce.UCEConfig.for_minicanvas()).components
+    forget = encode_prompts(components, request_three.forget_prompts)[:, 3:]
+    anchor = encode_prompts(components, request_three.anchor_prompts)[:, 3:]
+    for (_, old), (_, new) in zip(cross_attention_modules(components.unet), cross_attention_modules(edited.unet)):
+        w_old, w_new = old.to_k.weight, new.to_k.weight
+        gap_before = (forget @ w_old.T - anchor @ w_old.T).norm()
+        gap_after = (forget @ w_new.T - anchor @ w_old.T).norm()
+        assert gap_after < 0.35 * gap_before
+
+
+def test_only_cross_attention_key_value_weights_change(components, request_three):
+    before = state_fingerprint(components.unet)
+    edited = uce.erase(components, request_three, uce.UCEConfig.for_minicanvas()).components
+    changed = {n for n, p in edited.unet.named_parameters() if not torch.equal(p, before[n])}
+    expected = {n for n in before if "attn2.to_k.weight" in n or "attn2.to_v.weight" in n}
+    assert changed == expected
+    # the input components are not modified in place
+    assert all(torch.equal(p, before[n]) for n, p in components.unet.named_parameters())
+
+
+def test_sd_style_request_with_empty_guide(components):
+    """The Stable Diffusion path: free-text concept, guide '' (one prompt each)."""
+    request = EraseRequest(["a digit three"], [""], [""], ["a digit five"], "a digit three")
+    result = uce.erase(components, request, uce.UCEConfig())
+    assert result.info["edited_matrices"] == 2 * len(cross_attention_modules(components.unet))
