@@ -6,6 +6,9 @@ Examples:
     python -m methods run esd --forget inverted --scale full --set variant=u
     python -m methods run esd --model CompVis/stable-diffusion-v1-4 --forget "Van Gogh" --device cuda
 
+    python -m methods run npo --testbed miniprofiles --seed 0
+    python -m methods run mmunlearner --model llava-hf/llava-1.5-7b-hf --device cuda
+
 Bad input (unknown method / concept / scale / option, bad seed) prints one `error: ...` line and exits with 2.
 """
 
@@ -52,18 +55,22 @@ def _override(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m methods", description="Executable method cards: concept erasure methods.")
+    parser = _Parser(prog="python -m methods",
+                     description="Executable method cards: concept erasure (MiniCanvas) and MLLM unlearning (MiniProfiles).")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     commands.add_parser("list", help="list the registered methods")
     run = commands.add_parser("run", help="run a method and write metrics.json + samples.png")
     run.add_argument("method", help="registered method name (see `list`)")
-    run.add_argument("--testbed", default="minicanvas", help="testbed for metrics (default: minicanvas)")
-    run.add_argument("--forget", default="three", help="concept to erase (a digit or style on MiniCanvas)")
+    run.add_argument("--testbed", default=None, help="minicanvas or miniprofiles (default: the method's testbed)")
+    run.add_argument("--forget", default=None,
+                     help="concept to erase (a digit or style on MiniCanvas; default three). MiniProfiles draws "
+                          "its own random forget splits of 10%% of the people")
     run.add_argument("--anchor", default=None, help="anchor concept for UCE / CA (default: testbed's choice)")
     run.add_argument("--seed", type=_seed, default=0)
     run.add_argument("--out", default=None, help="output directory (default: results/<testbed>/<method>)")
     run.add_argument("--scale", default="ci", help="ci or full")
-    run.add_argument("--model", default=None, help="Stable Diffusion 1.x path or hub id: run on it (samples only)")
+    run.add_argument("--model", default=None,
+                     help="Stable Diffusion 1.x (erasure methods; samples only) or LLaVA (MLLM methods) path or hub id")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
                      help="override a config field, e.g. --set variant=u (repeatable)")
@@ -74,10 +81,16 @@ def _validate(args) -> None:
     """Check every input before loading anything heavy, so mistakes fail fast with one line."""
     import dataclasses
 
-    from .registry import REGISTRY, default_config
+    from .registry import ALL_METHODS, MLLM_REGISTRY, REGISTRY, TESTBED_OF, default_config
 
-    if args.method not in REGISTRY:
-        raise UsageError(f"unknown method {args.method!r}; choose one of: {', '.join(REGISTRY)}")
+    if args.method not in ALL_METHODS:
+        raise UsageError(f"unknown method {args.method!r}; choose one of: {', '.join(ALL_METHODS)}")
+    testbed = args.testbed or TESTBED_OF[args.method]
+    if testbed not in ("minicanvas", "miniprofiles"):
+        raise UsageError(f"unknown testbed {testbed!r}; choose one of: minicanvas, miniprofiles")
+    if testbed != TESTBED_OF[args.method]:
+        raise UsageError(f"{args.method} runs on the {TESTBED_OF[args.method]} testbed, not {testbed!r}")
+    args.testbed = testbed
     if args.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"unknown device {args.device!r}; choose one of: auto, cpu, cuda")
     if args.device == "cuda":
@@ -85,6 +98,10 @@ def _validate(args) -> None:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was requested but no CUDA device is available")
+    if args.method in MLLM_REGISTRY:
+        _validate_mllm(args, MLLM_REGISTRY[args.method])
+        return
+    args.forget = args.forget if args.forget is not None else "three"
     fields = {f.name for f in dataclasses.fields(REGISTRY[args.method].config_class)}
     for key, _ in args.overrides:
         if key not in fields:
@@ -116,6 +133,39 @@ def _validate(args) -> None:
         raise UsageError(str(error)) from None
 
 
+def _validate_mllm(args, spec) -> None:
+    import dataclasses
+
+    from .testbeds import miniprofiles
+
+    if args.forget is not None or args.anchor is not None:
+        raise UsageError("--forget/--anchor do not apply to MiniProfiles: it unlearns random splits of 10% of the people")
+    if args.scale not in miniprofiles.SCALES:
+        raise UsageError(f"unknown scale {args.scale!r}; choose one of: {', '.join(miniprofiles.SCALES)}")
+    fields = {f.name for f in dataclasses.fields(spec.config_class)}
+    for key, _ in args.overrides:
+        if key not in fields:
+            raise UsageError(f"unknown option {key!r} for {args.method}; options: {', '.join(sorted(fields))}")
+    try:
+        dataclasses.replace(spec.config_class(), **dict(args.overrides))
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"bad option for {args.method}: {error}") from None
+
+
+def _run_mllm(args) -> int:
+    from .mllm import run_miniprofiles
+
+    out = args.out or f"results/miniprofiles/{args.method}"
+    try:
+        run_miniprofiles(args.method, seed=args.seed, scale=args.scale, out_dir=out, model=args.model,
+                         device=args.device, config_overrides=dict(args.overrides))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out}/metrics.json and {out}/tradeoff.png")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -123,10 +173,10 @@ def main(argv=None) -> int:
         if args.command is None:
             raise UsageError("missing command; use `list` or `run`")
         if args.command == "list":
-            from .registry import REGISTRY
+            from .registry import ALL_METHODS, TESTBED_OF
 
-            for spec in REGISTRY.values():
-                print(f"{spec.name:5s} {spec.catalog_id:22s} {spec.title}")
+            for spec in ALL_METHODS.values():
+                print(f"{spec.name:12s} {TESTBED_OF[spec.name]:13s} {spec.catalog_id:22s} {spec.title}")
             return 0
         _validate(args)
     except UsageError as error:
@@ -138,6 +188,8 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")  # files only: no display needed
     from .runner import ModelLoadError, run_minicanvas, run_stable_diffusion, write_outputs
 
+    if args.testbed == "miniprofiles":
+        return _run_mllm(args)
     overrides = dict(args.overrides)
     if args.model is not None:
         try:

@@ -1,4 +1,9 @@
-"""The explicit method registry: name -> how to run it, its config and its catalog entry."""
+"""The explicit method registry: name -> how to run it, its config, its catalog entry and its testbed.
+
+Two families share one name space: concept-erasure methods for text-to-image diffusion (`REGISTRY`, testbed
+MiniCanvas or a real Stable Diffusion) and unlearning methods for multimodal LLMs (`MLLM_REGISTRY`, testbed
+MiniProfiles or a real LLaVA checkpoint). `ALL_METHODS` is both, in listing order.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +57,35 @@ REGISTRY = {
         changes_weights=False,
     ),
 }
+
+
+@dataclass(frozen=True)
+class MLLMMethodSpec:
+    name: str
+    catalog_id: str  # the paper whose card this is (the MLLMU-Bench baselines point at MLLMU-Bench)
+    title: str
+    config_class: type  # dataclass of defaults, each commented with its source
+    unlearn: Callable  # unlearn(model, task, config, callback) edits a LlavaForConditionalGeneration in place
+    testbed: str = "miniprofiles"
+
+
+def _mllm_spec(name: str, title: str) -> MLLMMethodSpec:
+    from .mllm import pipeline
+
+    config_class, unlearn = pipeline.MLLM_METHODS[name]
+    return MLLMMethodSpec(name, pipeline.METHOD_MODULES[name].CATALOG_ID, title, config_class, unlearn)
+
+
+MLLM_REGISTRY = {
+    "ga": _mllm_spec("ga", "Gradient Ascent on the forget set (MLLMU-Bench baseline)"),
+    "graddiff": _mllm_spec("graddiff", "Gradient Difference: ascent on forget, descent on retain"),
+    "kl": _mllm_spec("kl", "KL minimisation: ascent on forget, KL to the original model on retain"),
+    "npo": _mllm_spec("npo", "NPO: Negative Preference Optimization against the fine-tuned reference"),
+    "mmunlearner": _mllm_spec("mmunlearner", "MMUnlearner: saliency-masked, geometry-constrained unlearning"),
+}
+
+ALL_METHODS = {**REGISTRY, **MLLM_REGISTRY}
+TESTBED_OF = {**{name: "minicanvas" for name in REGISTRY}, **{name: "miniprofiles" for name in MLLM_REGISTRY}}
 
 
 def get_method(name: str) -> MethodSpec:
