@@ -45,9 +45,18 @@ test-browser: $(STAMP) browser-deps
 
 test-all: test test-slow test-browser
 
+# Re-execute every card notebook (notebooks/*.ipynb but _*.ipynb) in place with papermill at ci scale: each saves its
+# outputs and rewrites results/<testbed>/<card>/. `make serve` / `make build` then show them; the site never runs a
+# notebook. (benchmarks/bench_methods.py --notebooks and bench_mllm.py --notebooks time them on copies instead.)
+notebooks: $(STAMP)
+	@set -e; for notebook in notebooks/[!_]*.ipynb; do \
+	  echo "== $$notebook"; \
+	  $(BIN)/papermill "$$notebook" "$$notebook" -p scale ci --cwd notebooks --kernel python3 --no-progress-bar; \
+	done
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_catalog.py
 	$(BIN)/python benchmarks/bench_site.py
 
 clean:
-	rm -rf site build .pytest_cache
+	rm -rf site build .pytest_cache .cache/mkdocs-jupyter

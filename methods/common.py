@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import os
+import platform
 import random
+import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -270,3 +272,26 @@ def check_config(config) -> None:
 def state_fingerprint(module) -> dict:
     """Parameter name -> detached clone; used to check which weights a method changed."""
     return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+# Provenance written into every metrics.json: which code and which packages produced the numbers.
+def package_versions() -> dict:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "diffusers", "transformers", "tokenizers", "safetensors", "scikit-learn", "numpy", "scipy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +20,8 @@ from typing import Optional
 import torch
 
 from .common import (
+    git_commit,
+    package_versions,
     DiffusionComponents,
     EraseRequest,
     SamplingSettings,
@@ -47,28 +47,6 @@ class RunResult:
 # ----------------------------------------------------------------------------------------------------------
 # Provenance
 # ----------------------------------------------------------------------------------------------------------
-def package_versions() -> dict:
-    import importlib.metadata as metadata
-
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "diffusers", "transformers", "tokenizers", "safetensors", "scikit-learn", "numpy", "scipy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def peak_rss_mb() -> float:
     """ru_maxrss is in KiB on Linux and in bytes on macOS."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -27,6 +27,7 @@ PAPERS_DIR = CATALOG_DIR / "papers"
 SCHEMA_PATH = CATALOG_DIR / "schema" / "paper.schema.json"
 RESOURCES_PATH = CATALOG_DIR / "resources.yaml"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+RESULTS_DIR = REPO_ROOT / "results"
 
 # An entry is a few hundred bytes; anything this large is a mistake or an attack.
 MAX_FILE_BYTES = 256 * 1024
@@ -63,6 +64,19 @@ class Entry:
                 return self.lines[dotted]
             dotted = dotted.rpartition(".")[0]
         return 1
+
+
+def notebooks_dir_for(papers_dir: Path) -> Path:
+    """Where the executable cards (notebooks/<name>.ipynb) of a papers folder live: the repository's notebooks/ for
+    the repository's catalog, else <root>/notebooks beside <root>/catalog/papers (a test's or a fork's catalog)."""
+    return NOTEBOOKS_DIR if papers_dir.resolve() == PAPERS_DIR.resolve() else papers_dir.parent.parent / "notebooks"
+
+
+def card_names(value: Any) -> list[str]:
+    """The executable card names of a `method_card` value: one name, or a list of names."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [name for name in value if isinstance(name, str)]
 
 
 @lru_cache(maxsize=1)

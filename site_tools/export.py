@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from .bibtex import catalog_to_bibtex
+from .catalog import card_names
 
 LINK_COLUMNS = ["arxiv", "openreview", "doi", "pdf", "url", "code", "project"]
 LIST_COLUMNS = ["authors", "aliases", "stage", "modality", "model_family", "target", "benchmarks", "sources"]
@@ -22,7 +23,8 @@ def to_json(papers: list[dict[str, Any]]) -> str:
 
 
 def to_csv(papers: list[dict[str, Any]]) -> str:
-    """One row per paper; list fields joined with '; ' (no value in the catalog contains that separator)."""
+    """One row per paper; list fields (and a list of executable cards) joined with '; ' (no value in the catalog
+    contains that separator)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -33,6 +35,8 @@ def to_csv(papers: list[dict[str, Any]]) -> str:
                 row[column] = paper.get("links", {}).get(column, "")
             elif column in LIST_COLUMNS:
                 row[column] = "; ".join(paper.get(column) or [])
+            elif column == "method_card":  # one name or a list of names
+                row[column] = "; ".join(card_names(paper.get(column)))
             else:
                 value = paper.get(column, "")
                 row[column] = "" if value is None else value

@@ -9,12 +9,12 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import fastjsonschema
 import jsonschema
 
-from .catalog import NOTEBOOKS_DIR, PAPERS_DIR, Entry, Problem, display_path, load_entries, load_schema
+from .catalog import PAPERS_DIR, Entry, Problem, card_names, display_path, load_entries, load_schema, notebooks_dir_for
 
 _fast_check = None
 
@@ -130,8 +130,7 @@ def _url_problems(entry: Entry, shown: str) -> list[Problem]:
 def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), papers_dir: Path = PAPERS_DIR,
                      notebooks_dir: Path | None = None) -> list[Problem]:
     """Problems of `entries`; `reference` are further entries they must not duplicate and may refer to."""
-    notebooks_dir = notebooks_dir if notebooks_dir is not None else (
-        NOTEBOOKS_DIR if papers_dir.resolve() == PAPERS_DIR.resolve() else papers_dir.parent.parent / "notebooks")
+    notebooks_dir = notebooks_dir if notebooks_dir is not None else notebooks_dir_for(papers_dir)
     problems: list[Problem] = []
     checked_paths = {os.path.abspath(e.path) for e in entries}
     everyone = list(entries) + [e for e in reference if os.path.abspath(e.path) not in checked_paths]
@@ -194,10 +193,13 @@ def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), pape
                 problems.append(Problem(shown, entry.line_of(f"benchmarks.{index}"), f"benchmarks.{index}",
                                         "an entry cannot list itself as a benchmark it evaluates on", "remove it"))
         card = data.get("method_card")
-        if isinstance(card, str) and not (notebooks_dir / f"{card}.ipynb").exists():
-            problems.append(Problem(shown, entry.line_of("method_card"), "method_card",
-                                    f"no executable card '{card}' (expected notebooks/{card}.ipynb)",
-                                    "use the name of an existing card, or remove the field"))
+        if isinstance(card, (str, list)):  # one name or a list of names; other types are schema problems
+            for index, name in enumerate(card_names(card)):
+                field = "method_card" if isinstance(card, str) else f"method_card.{index}"
+                if not (notebooks_dir / f"{name}.ipynb").is_file():
+                    problems.append(Problem(shown, entry.line_of(field), field,
+                                            f"no executable card '{name}' (expected notebooks/{name}.ipynb)",
+                                            "use the name of an existing card, or remove it"))
     return problems
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from site_tools.__main__ import main
+from site_tools.bibtex import catalog_to_bibtex
 from site_tools.catalog import PAPERS_DIR, REPO_ROOT, load_catalog
 from site_tools.entries import make_id
 from site_tools.validate import validate_paths
@@ -104,6 +105,37 @@ def test_each_field_error_names_file_line_and_field(tmp_path, change, expected):
     problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(entry, sort_keys=False))
     assert any(expected in p for p in problems), problems
     assert all(p.count(":") >= 3 and "(" in p for p in problems), problems  # path:line: field: message (hint)
+
+
+def card_problems(tmp_path: Path, method_card, notebooks=("ga", "npo")) -> list[str]:
+    """Problems of GOOD with `method_card`, in a catalog folder whose notebooks/ holds the named card notebooks."""
+    papers = tmp_path / "catalog" / "papers"
+    papers.mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    for name in notebooks:
+        (tmp_path / "notebooks" / f"{name}.ipynb").write_text("{}")
+    path = write(papers, "doe2024sample.yaml", yaml.safe_dump({**GOOD, "method_card": method_card}, sort_keys=False))
+    _, problems = validate_paths([path], papers_dir=papers)
+    return [str(p) for p in problems]
+
+
+def test_method_card_is_one_name_or_a_list_of_names(tmp_path):
+    assert card_problems(tmp_path / "one", "ga") == []
+    assert card_problems(tmp_path / "list", ["ga", "npo"]) == []
+
+
+@pytest.mark.parametrize("method_card, expected", [
+    (["ga", "nosuch"], "method_card.1: no executable card 'nosuch' (expected notebooks/nosuch.ipynb)"),
+    ("nosuch", "method_card: no executable card 'nosuch'"),
+    (["ga", "Bad-Name"], "method_card.1: 'Bad-Name' does not match"),
+    (["ga", "ga"], "method_card: ['ga', 'ga'] has non-unique elements"),
+    ([], "method_card: [] should be non-empty"),
+    (3, "method_card: 3 is not of type 'string', 'array'"),
+])
+def test_bad_method_card_names_the_field(tmp_path, method_card, expected):
+    problems = card_problems(tmp_path, method_card)
+    assert any(expected in p for p in problems), problems
+    assert all("doe2024sample.yaml:" in p for p in problems), problems
 
 
 def test_missing_stage_for_a_method_is_reported(tmp_path):
@@ -204,6 +236,19 @@ def test_export_csv_has_a_row_per_paper(tmp_path):
     papers = load_catalog()
     assert [r["id"] for r in rows] == [p["id"] for p in papers]
     assert rows[0]["title"] == papers[0]["title"]
+    # method_card is one name or a list of names; a list is joined like the other list columns.
+    cards = {r["id"]: r["method_card"] for r in rows}
+    for paper in papers:
+        value = paper.get("method_card", "")
+        assert cards[paper["id"]] == (value if isinstance(value, str) else "; ".join(value)), paper["id"]
+    assert cards["liu2024protecting"] == "ga; graddiff; kl; npo" and cards["gandikota2023erasing"] == "esd"
+
+
+def test_bibtex_leaves_method_card_out():
+    papers = [p for p in load_catalog() if p.get("method_card")]
+    assert any(isinstance(p["method_card"], list) for p in papers)
+    bib = catalog_to_bibtex(papers)
+    assert bib.count("\n@") + 1 == len(papers) and "method_card" not in bib and "graddiff" not in bib
 
 
 def test_export_refuses_an_invalid_catalog(tmp_path, capsys):

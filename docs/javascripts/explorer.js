@@ -128,7 +128,7 @@
       if (key !== skip && this.valuesOf(paper, key).indexOf(this.state.filters[key]) < 0) return false;
     }
     if (this.state.code && !paper.code) return false;
-    if (this.state.card && !paper.card) return false;
+    if (this.state.card && [].concat(paper.card || []).length === 0) return false;
     for (const term of terms) {
       if (item.haystack.indexOf(term) < 0) return false;
     }
@@ -366,15 +366,18 @@
       a.rel = "noopener";
       links.appendChild(a);
     }
-    if (paper.card) {
-      const cardUrl = this.cards[paper.card];
+    const cardNames = [].concat(paper.card || []); // a list of card names (one name in older data files)
+    for (const name of cardNames) {
+      const label = cardNames.length > 1 ? "card " + name : "card";
+      const cardUrl = Object.prototype.hasOwnProperty.call(this.cards, name) ? this.cards[name] : null;
       if (cardUrl) {
-        const a = element("a", null, "card");
+        const a = element("a", null, label);
         a.href = new URL(cardUrl, this.rootUrl).href;
+        a.title = "Executable card " + name;
         links.appendChild(a);
       } else {
-        const span = element("span", "atlas-explorer__pending", "card");
-        span.title = "Executable card " + paper.card + " (its page is not part of this build)";
+        const span = element("span", "atlas-explorer__pending", label);
+        span.title = "Executable card " + name + " (its page is not part of this build)";
         links.appendChild(span);
       }
     }

@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import json
 import math
-import platform
 import resource
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..common import resolve_device, seed_everything
+from ..common import git_commit, package_versions, resolve_device, seed_everything
 from ..testbeds import miniprofiles as mp
 from . import ga, graddiff, kl, mmunlearner, npo
 
@@ -104,21 +103,6 @@ def forget_quality_gap(table: dict, oracle_table: dict) -> float:
                 if not (math.isnan(value) or math.isnan(reference)):
                     gaps.append(abs(value - reference))
     return float(np.mean(gaps))
-
-
-def package_versions() -> dict:
-    import safetensors
-    import tokenizers
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def peak_memory_mb(device: torch.device) -> dict:
@@ -256,6 +240,7 @@ def run_miniprofiles(
         "scale": scale,
         "seed": seed,
         "device": str(torch_device),
+        "git_commit": git_commit(),
         **{name: pooled[name]["mean"] for name in HEADLINE},
         "headline_std": {name: pooled[name]["std"] for name in HEADLINE},
         "forget_quality_gap": _mean_std([s["forget_quality_gap"] for s in per_split]),

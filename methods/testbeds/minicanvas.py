@@ -19,15 +19,10 @@ spacing and few steps are what work. Trained weights are cached as safetensors u
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cache import cache_root, cached, config_hash
 from ..common import (
     DiffusionComponents,
     EraseRequest,
@@ -259,46 +255,8 @@ def config_for(scale: str) -> MiniCanvasConfig:
     return SCALES[scale]
 
 
-def config_hash(payload: dict) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=list).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    """`$MMU_ATLAS_CACHE` if set, else `~/.cache/mmu-atlas`."""
-    return Path(os.environ.get("MMU_ATLAS_CACHE", Path.home() / ".cache" / "mmu-atlas")).expanduser()
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    """A file lock so that concurrent processes (parallel notebooks) train a cache entry only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _cached(directory: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp_dir)` once per directory; files appear atomically (tmp dir + rename)."""
-    marker = directory / "config.json"
-    if marker.exists():
-        return directory
-    with _exclusive(directory):
-        if marker.exists():
-            return directory
-        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
-        try:
-            build(tmp)
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+def _cached(directory: Path, build: Callable[[Path], None], marker: str = "config.json") -> Path:
+    return cached(directory, build, marker)
 
 
 def sha256_of(path: Path) -> str:

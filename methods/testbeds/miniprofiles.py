@@ -29,16 +29,12 @@ evaluation on a real LLaVA checkpoint instead of the tiny model.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -47,8 +43,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .cache import cache_root, cached, config_hash
 from ..common import seed_everything
 
 # ----------------------------------------------------------------------------------------------------------
@@ -242,45 +238,8 @@ def config_for(scale: str) -> MiniProfilesConfig:
     return SCALES[scale]
 
 
-def config_hash(payload) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=list).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    """`$MMU_ATLAS_CACHE` if set, else `~/.cache/mmu-atlas`."""
-    return Path(os.environ.get("MMU_ATLAS_CACHE", Path.home() / ".cache" / "mmu-atlas")).expanduser()
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    """A file lock so that concurrent processes (parallel notebooks) train a cache entry only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _cached(directory: Path, build: Callable[[Path], None], marker: str = "testbed.json") -> Path:
-    """Run `build(tmp_dir)` once per directory; files appear atomically (tmp dir + rename)."""
-    if (directory / marker).exists():
-        return directory
-    with _exclusive(directory):
-        if (directory / marker).exists():
-            return directory
-        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
-        try:
-            build(tmp)
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return cached(directory, build, marker)
 
 
 def sha256_of_checkpoint(directory: Path) -> str:

@@ -10,9 +10,11 @@ import json
 from collections import Counter
 from typing import Any
 
+from site_tools.catalog import card_names
+
 from .atlas import LABEL_FIELDS, Atlas, labels_of, venue_series
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `card` is a list of card names
 
 
 def explorer_paper(paper: dict[str, Any]) -> dict[str, Any]:
@@ -35,8 +37,9 @@ def explorer_paper(paper: dict[str, Any]) -> dict[str, Any]:
     code = paper.get("links", {}).get("code")
     if code:
         row["code"] = code
-    if paper.get("method_card"):
-        row["card"] = paper["method_card"]
+    cards = card_names(paper.get("method_card"))
+    if cards:
+        row["card"] = cards  # always a list: method_card is one name or several
     return row
 
 
@@ -62,7 +65,8 @@ def explorer_data(atlas: Atlas, paper_url: str, card_urls: dict[str, str]) -> di
     """The whole data file.
 
     `paper_url` is the URL of a paper page relative to the site root with ``{id}`` for the id (``papers/{id}/``);
-    `card_urls` maps the names of published executable cards to their URL relative to the site root.
+    `card_urls` maps the names of published executable cards to their URL relative to the site root; a paper's
+    `card` is the list of its card names.
     """
     return {"version": FORMAT_VERSION, "paper_url": paper_url, "cards": card_urls, "facets": facets(atlas),
             "papers": [explorer_paper(p) for p in atlas.papers]}

@@ -1,15 +1,20 @@
 """mkdocs hooks (registered under ``hooks:`` in mkdocs.yml) that render the catalog into the site at build time.
 
 - ``on_config``: load and validate the catalog (``ATLAS_PAPERS_DIR`` points the build at another papers folder,
-  e.g. a synthetic catalog for benchmarks or a hostile one for tests), and add the per-stage and per-modality
-  pages to the Taxonomy section of the nav.
-- ``on_files``: add the generated pages and files (papers/<id>.md, taxonomy, benchmarks, statistics with SVG
-  figures, the explorer's JSON and the downloads). It runs after other plugins' ``on_files`` so that executable
-  card pages added by them are seen: a paper links its card only when the card page is part of the build.
+  e.g. a synthetic catalog for benchmarks or a hostile one for tests), find the executable cards (notebooks beside
+  the catalog, results under ``ATLAS_RESULTS_DIR`` or results/; see :mod:`.cards`), and add the per-stage and
+  per-modality pages to the Taxonomy section of the nav and the card pages to the Method cards section.
+- ``on_files``, in two steps: first (before mkdocs-jupyter's own ``on_files``) add each card's notebook as
+  ``cards/<name>.ipynb``, which mkdocs-jupyter turns into the page ``cards/<name>/`` showing the saved outputs;
+  then (after every plugin) add the generated pages and files: papers/<id>.md, taxonomy, benchmarks, statistics
+  with SVG figures, the cards index, the leaderboards with their plot, each card's metrics.json and figure, the
+  explorer's JSON and the downloads. A paper links its card only when the card page is part of the build.
 - ``on_page_markdown``: fill the ``<!-- atlas:NAME -->`` markers of hand-written pages with generated sections, and
   give paper pages an HTML-escaped title (the theme prints ``page.title | striptags``, which would turn an escaped
   ``&lt;/title&gt;`` back into markup).
-- ``on_serve``: rebuild when the catalog or its schema changes during ``mkdocs serve``.
+- ``on_page_content``: put the header of a card page (its catalog entries, testbed, latest results and the command
+  that reproduces them) above the rendered notebook.
+- ``on_serve``: rebuild when the catalog, its schema, the notebooks or the results change during ``mkdocs serve``.
 
 Nothing generated is written to docs/: every page exists only in the build.
 """
@@ -21,19 +26,22 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from markdown import Markdown
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
-from mkdocs.plugins import event_priority
+from mkdocs.plugins import CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
 
 from site_tools.bibtex import catalog_to_bibtex
-from site_tools.catalog import PAPERS_DIR, SCHEMA_PATH, CatalogError, load_catalog
+from site_tools.catalog import (NOTEBOOKS_DIR, PAPERS_DIR, RESULTS_DIR, SCHEMA_PATH, CatalogError, card_names,
+                                load_catalog, notebooks_dir_for)
 from site_tools.export import to_csv, to_json
-from site_tools.site import explorer, pages, plots
+from site_tools.site import cards, explorer, pages, plots
 from site_tools.site.atlas import Atlas
 
 log = logging.getLogger("mkdocs.hooks.atlas")
@@ -43,15 +51,21 @@ PAPERS_DIR_VARIABLE = "ATLAS_PAPERS_DIR"
 DEFAULT_CARD_URL = "cards/{name}/"
 REQUIRED_EXTENSION = "pymdownx.escapeall"  # site_tools.site.markup relies on it to render catalog strings literally
 MARKER = re.compile(r"<!--\s*atlas:([a-z-]+)\s*-->")
+JUPYTER_PLUGIN = "mkdocs-jupyter"  # renders the card notebooks; without it, cards are named but have no page
+EMPTY_MATHJAX = '<script src=""> </script>'
 
 
 class _State:
-    """What one build knows: the catalog and the titles of the paper pages it generated."""
+    """What one build knows: the catalog, the titles of the paper pages it generated, and the executable cards."""
 
     atlas: Atlas | None = None
     papers_dir: Path = PAPERS_DIR
     card_url: str = DEFAULT_CARD_URL
     paper_titles: dict[str, str] = {}
+    notebooks_dir: Path = NOTEBOOKS_DIR
+    results_dir: Path = RESULTS_DIR
+    cards: list[cards.Card] = []
+    card_pages: dict[str, str] = {}  # name -> source path of the card's page, for the cards whose page is built
 
 
 state = _State()
@@ -73,8 +87,21 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     except CatalogError as exc:
         raise PluginError(f"cannot build the site from {state.papers_dir}: {exc}") from None
     state.paper_titles = {}
+    state.notebooks_dir = notebooks_dir_for(state.papers_dir)
+    state.results_dir = cards.results_dir()
+    try:
+        state.cards = cards.discover(state.notebooks_dir, state.results_dir, state.atlas)
+    except cards.CardError as exc:
+        raise PluginError(f"cannot build the card pages: {exc}") from None
+    state.card_pages = {}
     _add_taxonomy_to_nav(config)
+    if _renders_notebooks(config):
+        _add_cards_to_nav(config)
     return config
+
+
+def _renders_notebooks(config: MkDocsConfig) -> bool:
+    return JUPYTER_PLUGIN in config.plugins
 
 
 def _add_taxonomy_to_nav(config: MkDocsConfig) -> None:
@@ -92,8 +119,34 @@ def _add_taxonomy_to_nav(config: MkDocsConfig) -> None:
                 return
 
 
-@event_priority(-100)  # after other plugins' on_files, so that their card pages are already in `files`
-def on_files(files: Files, config: MkDocsConfig) -> Files:
+def _add_cards_to_nav(config: MkDocsConfig) -> None:
+    """Append one subsection per testbed, listing its card pages, to the section holding the cards index."""
+    for item in config.nav or []:
+        if not isinstance(item, dict):
+            continue
+        for children in item.values():
+            if isinstance(children, list) and cards.CARDS_INDEX in children:
+                for testbed, group in cards.by_testbed(state.cards).items():
+                    title = cards.testbed_title(testbed) if testbed else "Other cards"
+                    children.append({title: [{card.label: cards.card_src(card.name)} for card in group]})
+                return
+
+
+@event_priority(100)  # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
+def _add_notebooks(files: Files, config: MkDocsConfig) -> Files:
+    """Each card's notebook, read where it is (nothing is copied into docs/), as cards/<name>.ipynb."""
+    if not _renders_notebooks(config):
+        return files
+    for card in state.cards:
+        src_uri = cards.card_src(card.name)
+        if files.get_file_from_path(src_uri) is not None:
+            raise PluginError(f"docs/{src_uri} exists, but the card pages come from notebooks/; remove the file")
+        files.append(File.generated(config, src_uri, abs_src_path=str(card.notebook)))
+    return files
+
+
+@event_priority(-100)  # after other plugins' on_files, so that the card pages made by mkdocs-jupyter are in `files`
+def _add_generated(files: Files, config: MkDocsConfig) -> Files:
     atlas = state.atlas
     assert atlas is not None, "on_config did not run"
     started = time.perf_counter()
@@ -103,9 +156,13 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             raise PluginError(f"docs/{src_uri} exists, but the atlas generates that page; remove the file")
         files.append(File.generated(config, src_uri, content=content, inclusion=inclusion))
 
-    card_pages, card_urls = _published_cards(atlas, files)
+    _restore_notebook_paths(files)
+    names = {card.name for card in state.cards} | {name for p in atlas.papers for name in card_names(p.get("method_card"))}
+    card_pages, card_urls = _published_cards(names, files)
+    state.card_pages = card_pages
+    by_name = {card.name: card for card in state.cards}
     for paper in atlas.papers:
-        add(pages.paper_src(paper["id"]), pages.paper_page(atlas, paper, card_pages), InclusionLevel.NOT_IN_NAV)
+        add(pages.paper_src(paper["id"]), pages.paper_page(atlas, paper, card_pages, by_name), InclusionLevel.NOT_IN_NAV)
         state.paper_titles[pages.paper_src(paper["id"])] = paper["title"]
     add(pages.TAXONOMY, pages.taxonomy_index(atlas))
     for field in pages.TAXONOMY_FIELDS:
@@ -115,7 +172,18 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     add(pages.STATS, pages.stats_page(atlas))
     for name, src_uri in pages.PLOTS.items():
         add(src_uri, plots.FIGURES[name](atlas))
+    add(cards.CARDS_INDEX, cards.cards_index(state.cards, card_pages))
+    add(cards.LEADERBOARDS, cards.leaderboards_page(state.cards, card_pages))
+    add(cards.TRADEOFF_PLOT, cards.tradeoff_svg(state.cards))
+    for card in state.cards:  # the files behind the results a card page shows, for download
+        if card.name in card_pages and card.results is not None:
+            for path in (card.results.path, card.figure_path):
+                if path is not None:
+                    files.append(File.generated(config, cards.card_file_src(card.name, path.name),
+                                                abs_src_path=str(path)))
     paper_url = "papers/{id}/" if config.use_directory_urls else "papers/{id}.html"
+    wanted = {name for p in atlas.papers for name in card_names(p.get("method_card"))}
+    card_urls = {name: url for name, url in card_urls.items() if name in wanted}
     add(pages.EXPLORER_DATA, explorer.to_json(explorer.explorer_data(atlas, paper_url, card_urls)))
     add(pages.DOWNLOADS["json"], to_json(atlas.papers))
     add(pages.DOWNLOADS["bib"], catalog_to_bibtex(atlas.papers))
@@ -125,12 +193,24 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     return files
 
 
-def _published_cards(atlas: Atlas, files: Files) -> tuple[dict[str, str], dict[str, str]]:
-    """For each method_card whose page is in the build: name -> source path, and name -> URL from the site root."""
-    wanted = {paper["method_card"] for paper in atlas.papers if paper.get("method_card")}
+on_files = CombinedEvent(_add_notebooks, _add_generated)
+
+
+def _restore_notebook_paths(files: Files) -> None:
+    """mkdocs-jupyter wraps each notebook File in its own File subclass, which recomputes `abs_src_path` from
+    `src_dir` and so loses the path of a generated file (it has no src_dir); give the wrapper the notebook's path
+    back, or the plugin would not recognise the page as a notebook when it renders it."""
+    for card in state.cards:
+        file = files.get_file_from_path(cards.card_src(card.name))
+        if file is not None and file.abs_src_path is None:
+            file.abs_src_path = str(card.notebook)
+
+
+def _published_cards(names: Iterable[str], files: Files) -> tuple[dict[str, str], dict[str, str]]:
+    """For each card name whose page is in the build: name -> source path, and name -> URL from the site root."""
     by_url = {file.url: file for file in files.documentation_pages()}
     sources, urls = {}, {}
-    for name in sorted(wanted):
+    for name in sorted(names):
         file = by_url.get(state.card_url.format(name=name))
         if file is not None:
             sources[name], urls[name] = file.src_uri, file.url
@@ -138,10 +218,29 @@ def _published_cards(atlas: Atlas, files: Files) -> tuple[dict[str, str], dict[s
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    if page.file.src_uri.endswith(".ipynb"):
+        return markdown  # a notebook's JSON, rendered by mkdocs-jupyter
     title = state.paper_titles.get(page.file.src_uri)
     if title is not None:
         page.meta["title"] = html.escape(" ".join(title.split()))
     return MARKER.sub(lambda match: _section(match.group(1), page), markdown)
+
+
+def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """A card page: the header generated from the catalog and the results, above the notebook."""
+    card = next((c for c in state.cards if state.card_pages.get(c.name) == page.file.src_uri), None)
+    if card is None:
+        return content
+
+    def url(src_uri: str) -> str:
+        target = files.get_file_from_path(src_uri)
+        if target is None:
+            raise PluginError(f"the header of {page.file.src_uri} links {src_uri}, which is not part of the build")
+        return target.url_relative_to(page.file)
+
+    renderer = Markdown(extensions=config.markdown_extensions, extension_configs=config.mdx_configs)
+    # Without a MathJax URL (mkdocs.yml) nbconvert's template still writes an empty <script src="">: drop it.
+    return renderer.convert(cards.card_header(card, url)) + content.replace(EMPTY_MATHJAX, "")
 
 
 def _section(name: str, page: Page) -> str:
@@ -155,4 +254,7 @@ def _section(name: str, page: Page) -> str:
 def on_serve(server: Any, config: MkDocsConfig, builder: Any) -> Any:
     server.watch(str(state.papers_dir))
     server.watch(str(SCHEMA_PATH))
+    for folder in (state.notebooks_dir, state.results_dir):  # `make notebooks` rewrites both
+        if folder.is_dir():
+            server.watch(str(folder))
     return server

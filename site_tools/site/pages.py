@@ -14,12 +14,13 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 from site_tools.bibtex import paper_to_bibtex
-from site_tools.catalog import load_schema
+from site_tools.catalog import card_names, load_schema
 from site_tools.entries import FIELD_ORDER, render_yaml
 from site_tools.export import stats
 
 from . import markup as md
 from .atlas import LABEL_FIELDS, Atlas, labels_of, month_year, sort_key_recent, venue_and_year
+from .cards import LEADERBOARDS, TESTBEDS, Card, headline, provenance, testbed_title
 
 # Source paths of the site's pages (inside the docs folder); URLs follow from them (papers/<id>.md -> papers/<id>/).
 EXPLORER = "explorer.md"
@@ -109,8 +110,10 @@ def paper_links(paper: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str]) -> str:
-    """The page of one paper. `card_pages` maps executable card names to the source path of their page."""
+def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str],
+               cards: dict[str, Card] | None = None) -> str:
+    """The page of one paper. `card_pages` maps executable card names to the source path of their page; `cards`
+    gives what is known of each card (testbed, latest results)."""
     src = paper_src(paper["id"])
     parts = [f"# {md.text(paper['title'])}", ""]
     if paper.get("authors"):
@@ -136,15 +139,9 @@ def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str]) 
     if benchmarks:
         parts += ["## Benchmarks used", "", paper_list(src, benchmarks), ""]
 
-    if paper.get("method_card"):
-        name = paper["method_card"]
-        parts += ["## Executable card", ""]
-        if name in card_pages:
-            parts += [f"This method has an executable card, a reference implementation with a notebook that CI runs: "
-                      f"{md.link('open the ' + name + ' card', relative(src, card_pages[name]))}.", ""]
-        else:
-            parts += [f"This method has an executable card, {md.code(name)} (notebooks/{md.text(name)}.ipynb); "
-                      f"its page is not part of this build.", ""]
+    names = card_names(paper.get("method_card"))
+    if names:
+        parts += card_section(src, names, card_pages, cards or {})
 
     # No syntax highlighting: its per-token spans made up most of a paper page's markup and search-indexing time.
     parts += [f"## BibTeX {NOT_SEARCHED}", "", md.code_block(paper_to_bibtex(paper)), ""]
@@ -154,6 +151,31 @@ def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str]) 
     parts += [f"<small>Catalog entry: {md.code('catalog/papers/' + paper['id'] + '.yaml')} · "
               f"sources: {md.text(', '.join(paper['sources']))}</small>", ""]
     return "\n".join(parts)
+
+
+def card_section(src: str, names: list[str], card_pages: dict[str, str], cards: dict[str, Card]) -> list[str]:
+    """The executable card(s) of a paper: a link to each card's page with its testbed and latest headline results."""
+    several = len(names) > 1
+    parts = ["## Executable cards" if several else "## Executable card", "",
+             ("This entry has executable cards: reference implementations with notebooks that run on a small testbed "
+              "(the latest results are on each card's page and on the leaderboards)." if several else
+              "This entry has an executable card: a reference implementation with a notebook that runs on a small "
+              "testbed (the latest results are on the card's page and on the leaderboards)."), ""]
+    for name in names:
+        card = cards.get(name)
+        if name in card_pages:
+            label = f"open the {name} card" if card is None else f"{card.label} ({name})"
+            item = md.link(label, relative(src, card_pages[name]))
+        else:
+            item = f"{md.code(name)} (notebooks/{md.text(name)}.ipynb); its page is not part of this build"
+        if card is not None and card.testbed:
+            item += f" · {md.text(testbed_title(card.testbed))}"
+            if card.results is not None and card.testbed in TESTBEDS:
+                item += f": {headline(card)} ({provenance(card)})"
+            else:
+                item += ": not yet executed"
+        parts.append(f"- {item}")
+    return parts + ["", f"The [leaderboards]({relative(src, LEADERBOARDS)}) compare every card of a testbed.", ""]
 
 
 def related_section(atlas: Atlas, paper: dict[str, Any], src: str) -> list[str]:
@@ -342,6 +364,8 @@ def schema_fields(atlas: Atlas, src: str) -> str:
 def _type_summary(spec: dict[str, Any]) -> str:
     kind = spec.get("type", "")
     items = spec.get("items", {})
+    if isinstance(kind, list):  # e.g. method_card: one name or a list of names
+        return " or ".join(_type_summary({**spec, "type": one}) for one in kind)
     if kind == "array":
         inner = "one of the values below" if "enum" in items else items.get("type", "value")
         return md.text(f"list of {inner}")

@@ -6,11 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from site_build_helpers import HOSTILE_PAPERS, build_site, write_catalog
+from site_build_helpers import (HOSTILE_PAPERS, MINICANVAS_RESULTS, MINIPROFILES_RESULTS, build_site, write_catalog,
+                                write_results)
 
 
 @pytest.fixture(scope="session")
 def hostile_site(tmp_path_factory) -> Path:
-    """The site built from a small catalog whose strings try to inject HTML, script and Markdown."""
+    """The site built from a small catalog whose strings try to inject HTML, script and Markdown, with three cards:
+    plain_card (MiniCanvas, executed, misses its bar), canvas_todo (MiniCanvas, not yet executed) and profile_card
+    (MiniProfiles, executed), read from a temporary results folder."""
     folder = tmp_path_factory.mktemp("hostile")
-    return build_site(folder / "site", write_catalog(folder, HOSTILE_PAPERS))
+    papers_dir = write_catalog(folder, HOSTILE_PAPERS)
+    results_dir = write_results(folder / "results", {("minicanvas", "plain_card"): MINICANVAS_RESULTS,
+                                                     ("miniprofiles", "profile_card"): MINIPROFILES_RESULTS})
+    return build_site(folder / "site", papers_dir, results_dir)

@@ -1,8 +1,10 @@
 """The built site in real headless Chromium (Debian's /usr/bin/chromium, driven by playwright): search, the explorer's
-filters and shareable URLs, BibTeX on paper pages, and hostile catalog strings staying text.
+filters and shareable URLs, BibTeX on paper pages, the executable cards and leaderboards, and hostile catalog
+strings staying text.
 
 Run with `make test-browser` (pytest -m browser). The site is built once per session into a temp folder and served
-on 127.0.0.1 at a free port; screenshots of the home page and the explorer go to test-artifacts/.
+on 127.0.0.1 at a free port; screenshots of the home page, the explorer, the leaderboards and a card page go to
+test-artifacts/.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from site_build_helpers import SCRIPT_TITLE, build_site
-from site_tools.catalog import REPO_ROOT, load_catalog
+from site_tools.catalog import NOTEBOOKS_DIR, REPO_ROOT, card_names, load_catalog
+from site_tools.site import cards
 
 pytestmark = pytest.mark.browser
 
@@ -50,6 +53,14 @@ def serve(folder: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def catalog():
     return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def real_cards(catalog) -> list:
+    """The repository's cards, with the results the real build reads."""
+    from site_tools.site.atlas import Atlas
+
+    return cards.discover(NOTEBOOKS_DIR, cards.results_dir(), Atlas(catalog))
 
 
 @pytest.fixture(scope="session")
@@ -233,6 +244,48 @@ def test_home_page_links_and_screenshots(page, site_url, catalog):
     page.goto(site_url + "explorer/")
     explorer_ids(page)
     page.screenshot(path=str(ARTIFACTS / "site-explorer.png"))
+
+
+def test_minicanvas_leaderboard_shows_a_row_per_card(page, site_url, real_cards):
+    canvas = [card for card in real_cards if card.testbed == "minicanvas"]
+    assert canvas, "the repository has MiniCanvas cards"
+    page.goto(site_url + "leaderboards/")
+    table = ".atlas-board--minicanvas table"
+    first_cells = page.eval_on_selector_all(f"{table} tbody tr", "rows => rows.map(r => r.cells[0].innerText.trim())")
+    assert first_cells[:len(canvas)] == [card.name for card in canvas]
+    assert first_cells[len(canvas):] == ["Base model (no unlearning)"] * (len(first_cells) - len(canvas))
+    assert "Reproduced on MiniCanvas" in page.inner_text(f"{table} thead")
+    for card in canvas:  # each row opens its card page
+        assert page.get_attribute(f"{table} tbody tr a[href$='cards/{card.name}/']", "href")
+    assert page.evaluate("document.querySelector('img[src$=\"miniprofiles-tradeoff.svg\"]').naturalWidth") > 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "site-leaderboards.png"), full_page=True)
+
+
+def test_card_page_shows_its_header_and_the_saved_notebook(page, site_url, catalog, real_cards):
+    card = next(card for card in real_cards if card.name == "uce")
+    page.goto(site_url + "cards/uce/")
+    header = page.inner_text(".atlas-card")
+    assert "Executable card uce" in header and "python -m methods run uce --testbed minicanvas --seed 0" in header
+    assert ("Not yet executed" in header) if card.results is None else ("Reproduced on MiniCanvas on" in header)
+    assert page.locator(".jupyter-wrapper .jp-Cell").count() > 3, "the notebook follows the header"
+    # Back to the paper, and from the paper to the card.
+    paper = next(p for p in catalog if "uce" in card_names(p.get("method_card")))
+    page.click(f".atlas-card a[href$='papers/{paper['id']}/']")
+    page.wait_for_url(f"**/papers/{paper['id']}/")
+    page.click("article a[href$='cards/uce/']")
+    page.wait_for_url("**/cards/uce/")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "site-card-uce.png"), full_page=True)
+
+
+def test_explorer_card_filter_and_links(page, site_url, catalog):
+    page.goto(site_url + "explorer/?card=1")
+    expected = {p["id"] for p in catalog if card_names(p.get("method_card"))}
+    assert set(explorer_ids(page)) == expected
+    links = page.eval_on_selector_all("#atlas-explorer tbody tr[data-id=liu2024protecting] .atlas-explorer__links a",
+                                      "links => links.map(a => a.textContent)")
+    assert links == [f"card {name}" for name in ("ga", "graddiff", "kl", "npo")]
 
 
 def test_hostile_strings_stay_text_in_the_browser(page, hostile_url):

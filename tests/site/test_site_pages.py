@@ -15,7 +15,7 @@ from mkdocs.structure.files import File, Files
 
 from site_build_helpers import HOSTILE_PAPERS, SCRIPT_TITLE, TITLE_BREAKOUT
 from site_tools.bibtex import paper_to_bibtex
-from site_tools.catalog import REPO_ROOT, load_catalog, load_schema
+from site_tools.catalog import REPO_ROOT, card_names, load_catalog, load_schema
 from site_tools.site import hooks, markup, pages
 from site_tools.site.atlas import Atlas, venue_series
 from site_tools.site.explorer import explorer_data
@@ -81,7 +81,7 @@ def test_explorer_json_matches_the_catalog(catalog, generated):
         for field in ("stage", "modality", "model_family", "target"):
             assert row.get(field, []) == paper.get(field, []), (paper["id"], field)
         assert row.get("code") == paper["links"].get("code")
-        assert row.get("card") == paper.get("method_card")
+        assert row.get("card") == (card_names(paper.get("method_card")) or None), "always a list of names"
         assert row.get("venue_series", row["venue"]) == venue_series(paper["venue"])
         assert "summary" not in row and "notes" not in row, "only what the table needs"
     schema = load_schema()["properties"]
@@ -156,10 +156,12 @@ def test_hostile_benchmark_is_listed_with_its_users(hostile_site: Path):
     assert "Evaluated on by 2 papers" in page
     method = (hostile_site / "papers" / "plain2024method" / "index.html").read_text()
     assert "Attacks on the same model family and target" in method and 'href="../plain2024attack/"' in method
-    # Its executable card has no page in this build: named, not linked (a link would break the strict build).
-    assert "<code>plain_card</code>" in method and "its page is not part of this build" in method
+    # Its executable card's page is built from notebooks/plain_card.ipynb beside the catalog, and linked.
+    assert 'href="../../cards/plain_card/"' in method and "its page is not part of this build" not in method
     explorer = json.loads((hostile_site / "explorer" / "papers.json").read_text())
-    assert explorer["cards"] == {} and {r["id"]: r.get("card") for r in explorer["papers"]}["plain2024method"] == "plain_card"
+    assert explorer["cards"] == {name: f"cards/{name}/" for name in ("canvas_todo", "plain_card", "profile_card")}
+    rows = {r["id"]: r.get("card") for r in explorer["papers"]}
+    assert rows["plain2024method"] == ["plain_card"] and rows["evil2024script"] == ["canvas_todo", "profile_card"]
 
 
 def test_related_entries():
@@ -194,13 +196,18 @@ def test_card_is_linked_only_when_its_page_is_in_the_build():
              "contribution": "method", "stage": ["training-time"], "modality": ["image"], "method_card": "esd",
              "summary": "s", "sources": ["contributed"]}
     atlas = Atlas([paper])
-    assert "](../cards/esd.md)" not in pages.paper_page(atlas, paper, {})
+    unlinked = pages.paper_page(atlas, paper, {})
+    assert "](../cards/esd.md)" not in unlinked and "its page is not part of this build" in unlinked
     assert "open the esd card](../cards/esd.md)" in pages.paper_page(atlas, paper, {"esd": "cards/esd.md"})
+    # A list of cards (the baselines of a benchmark): each is linked.
+    several = dict(paper, method_card=["ga", "npo"])
+    text = pages.paper_page(Atlas([several]), several, {"ga": "cards/ga.ipynb", "npo": "cards/npo.ipynb"})
+    assert "## Executable cards" in text and "](../cards/ga.ipynb)" in text and "](../cards/npo.ipynb)" in text
 
     hooks.state.card_url = "cards/{name}/"
-    assert hooks._published_cards(atlas, Files([])) == ({}, {})
+    assert hooks._published_cards(["esd"], Files([])) == ({}, {})
     card = File("cards/esd.md", src_dir=str(REPO_ROOT / "docs"), dest_dir="/tmp/site", use_directory_urls=True)
-    assert hooks._published_cards(atlas, Files([card])) == ({"esd": "cards/esd.md"}, {"esd": "cards/esd/"})
+    assert hooks._published_cards(["esd", "uce"], Files([card])) == ({"esd": "cards/esd.md"}, {"esd": "cards/esd/"})
 
 
 def test_venue_series_and_top_venues_figure():
