@@ -119,11 +119,18 @@ def cmd_import_bib(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _valid_catalog(args: argparse.Namespace) -> list | None:
+    """The catalog, or None after reporting why it cannot be used (export and stats refuse an invalid catalog)."""
     try:
-        papers = load_catalog(args.papers_dir)
+        return load_catalog(args.papers_dir)
     except CatalogError as exc:
-        print(f"export: {exc}", file=sys.stderr)
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    papers = _valid_catalog(args)
+    if papers is None:
         return 1
     text = EXPORTERS[args.format](papers)
     if args.output:
@@ -136,10 +143,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        papers = load_catalog(args.papers_dir)
-    except CatalogError as exc:
-        print(f"stats: {exc}", file=sys.stderr)
+    papers = _valid_catalog(args)
+    if papers is None:
         return 1
     print(format_stats(papers))
     return 0
