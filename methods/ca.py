@@ -29,13 +29,13 @@ from .common import (
     DiffusionComponents,
     EraseRequest,
     ErasureResult,
+    finetuned_result,
     check_config,
     cross_attention_modules,
     encode_prompts,
     frozen_copy,
     make_generator,
     sample_cfg,
-    standard_sampler,
 )
 
 
@@ -184,14 +184,4 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: CAConf
     # 8. Remove the wrappers; the edited model samples like the base model.
     for attention, name, projection in wrapped:
         setattr(attention, name, projection)
-    unet.requires_grad_(False)
-    edited = components.with_unet(unet)
-    return ErasureResult(
-        components=edited,
-        sample_fn=standard_sampler(edited),
-        info={
-            "trainable_parameters": sum(p.numel() for p in params),
-            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-            "wall_time_s": time.perf_counter() - start,
-        },
-    )
+    return finetuned_result(components, unet, params, losses, start)

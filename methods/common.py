@@ -8,15 +8,20 @@ The helpers work on diffusers / transformers components, so the same code runs o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import platform
 import random
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+
+# The checkout this package runs from (git_commit asks it for HEAD).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Needed by torch.use_deterministic_algorithms on CUDA; must be set before cuBLAS initialises.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -83,17 +88,7 @@ class DiffusionComponents:
 
     def with_unet(self, unet) -> "DiffusionComponents":
         """The same components with another UNet (an edited copy)."""
-        return DiffusionComponents(
-            unet=unet,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            scheduler=self.scheduler,
-            sample_shape=self.sample_shape,
-            sampling=self.sampling,
-            vae=self.vae,
-            device=self.device,
-            max_batch=self.max_batch,
-        )
+        return dataclasses.replace(self, unet=unet)
 
     def fresh_scheduler(self):
         """A private scheduler copy: `set_timesteps` mutates state, so every loop gets its own."""
@@ -245,6 +240,22 @@ def standard_sampler(components: DiffusionComponents) -> SampleFn:
     return lambda prompts, generator: sample_cfg(components, prompts, generator)
 
 
+def finetuned_result(components: DiffusionComponents, unet, params, losses: list, start: float) -> ErasureResult:
+    """The result of a method that fine-tuned `unet`: frozen again, sampling like the base model, with its figures."""
+    unet.requires_grad_(False)
+    edited = components.with_unet(unet)
+    tail = losses[-20:]
+    return ErasureResult(
+        components=edited,
+        sample_fn=standard_sampler(edited),
+        info={
+            "trainable_parameters": sum(p.numel() for p in params),
+            "final_loss": sum(tail) / max(1, len(tail)),
+            "wall_time_s": time.perf_counter() - start,
+        },
+    )
+
+
 def timesteps_for(components: DiffusionComponents, num_inference_steps: int) -> torch.Tensor:
     """The sampling timesteps for a number of DDIM steps (used to know where a partial sample sits)."""
     scheduler = components.fresh_scheduler()
@@ -290,7 +301,7 @@ def package_versions() -> dict:
 def git_commit() -> Optional[str]:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

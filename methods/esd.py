@@ -36,13 +36,13 @@ from .common import (
     DiffusionComponents,
     EraseRequest,
     ErasureResult,
+    finetuned_result,
     check_config,
     encode_prompts,
     frozen_copy,
     is_cross_attention,
     make_generator,
     sample_cfg,
-    standard_sampler,
     timesteps_for,
 )
 
@@ -170,14 +170,4 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: ESDCon
         losses.append(loss.item())
 
     # 7. Return the edited model; it samples like the base model.
-    student.requires_grad_(False)
-    edited = components.with_unet(student)
-    return ErasureResult(
-        components=edited,
-        sample_fn=standard_sampler(edited),
-        info={
-            "trainable_parameters": sum(p.numel() for p in params),
-            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-            "wall_time_s": time.perf_counter() - start,
-        },
-    )
+    return finetuned_result(components, student, params, losses, start)

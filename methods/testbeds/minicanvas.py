@@ -33,7 +33,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cache import cache_root, cached, config_hash
 from ..common import (
     DiffusionComponents,
     EraseRequest,
@@ -42,6 +41,11 @@ from ..common import (
     seed_everything,
     standard_sampler,
 )
+from .cache import cache_root, cached, config_hash
+
+# The file a finished cache build writes last: its presence means the folder is complete.
+CACHE_MARKER = "config.json"
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Vocabulary and prompts
@@ -253,10 +257,6 @@ def config_for(scale: str) -> MiniCanvasConfig:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     return SCALES[scale]
-
-
-def _cached(directory: Path, build: Callable[[Path], None], marker: str = "config.json") -> Path:
-    return cached(directory, build, marker)
 
 
 def sha256_of(path: Path) -> str:
@@ -620,8 +620,8 @@ def load_minicanvas(
     device = torch.device(device)
     data = load_data(cfg.split_seed)
     root = cache_root() / "minicanvas"
-    model_dir = _cached(root / config_hash(cfg.model_key()), _save_base_model(cfg, data, log))
-    judge_dir = _cached(root / ("judge-" + config_hash(cfg.judge_key())), _save_judge(cfg, data, log))
+    model_dir = cached(root / config_hash(cfg.model_key()), _save_base_model(cfg, data, log), CACHE_MARKER)
+    judge_dir = cached(root / ("judge-" + config_hash(cfg.judge_key())), _save_judge(cfg, data, log), CACHE_MARKER)
 
     model_info = json.loads((model_dir / "config.json").read_text())
     text_encoder, unet = build_models(model_info["text_encoder_config"], model_info["unet_config"])

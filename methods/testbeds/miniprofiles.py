@@ -45,7 +45,12 @@ import numpy as np
 import torch
 
 from .cache import cache_root, cached, config_hash
+
 from ..common import seed_everything
+
+# The file a finished cache build writes last: its presence means the folder is complete.
+CACHE_MARKER = "testbed.json"
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Vocabulary and question templates
@@ -236,10 +241,6 @@ def config_for(scale: str) -> MiniProfilesConfig:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     return SCALES[scale]
-
-
-def _cached(directory: Path, build: Callable[[Path], None], marker: str = "testbed.json") -> Path:
-    return cached(directory, build, marker)
 
 
 def sha256_of_checkpoint(directory: Path) -> str:
@@ -1063,7 +1064,7 @@ class ProfileTrainer:
         """Stage 0, trained once per machine and cached."""
         if not (self.base_dir / "testbed.json").exists():
             self.log(f"[miniprofiles] training the base model ({self.config.scale} scale, {self.source}); once")
-        directory = _cached(self.base_dir, self._builder(self._train_base, {"stage": "base"}))
+        directory = cached(self.base_dir, self._builder(self._train_base, {"stage": "base"}), CACHE_MARKER)
         return load_checkpoint(directory, self.encoder.device, _dtype_for(self.source, self.encoder.device))
 
     def _train_base(self):
@@ -1191,7 +1192,7 @@ class MiniProfiles:
             self.log(f"[miniprofiles] training the retain-only oracle without {', '.join(forget_ids)}")
         retain_ids = [pid for pid in self.data.fictitious_ids if pid not in set(forget_ids)]
         items = self.data.profile_items(retain_ids)
-        directory = _cached(directory, self.trainer.build(items, {"forget_ids": list(forget_ids)}))
+        directory = cached(directory, self.trainer.build(items, {"forget_ids": list(forget_ids)}), CACHE_MARKER)
         model = load_checkpoint(directory, self.device, self._dtype())
         return model.requires_grad_(False), directory
 
@@ -1231,5 +1232,5 @@ def load_miniprofiles(scale: str = "ci", device="cpu", model: Optional[str] = No
     if not (model_dir / "testbed.json").exists():
         log(f"[miniprofiles] fine-tuning the vanilla model ({cfg.scale} scale, {source}); once per machine")
     items = data.profile_items(data.fictitious_ids)
-    model_dir = _cached(model_dir, trainer.build(items, {"cache_key": key}))
+    model_dir = cached(model_dir, trainer.build(items, {"cache_key": key}), CACHE_MARKER)
     return MiniProfiles(cfg, data, encoder, trainer, model_dir, max_new_tokens, eval_batch_size, log)

@@ -87,8 +87,8 @@ def test_cache_builds_once(tmp_path, monkeypatch):
         (directory / "config.json").write_text(json.dumps({"ok": True}))
 
     target = mc.cache_root() / "minicanvas" / "abc"
-    assert mc._cached(target, build) == target
-    assert mc._cached(target, build) == target
+    assert mc.cached(target, build, mc.CACHE_MARKER) == target
+    assert mc.cached(target, build, mc.CACHE_MARKER) == target
     assert len(calls) == 1 and (target / "config.json").exists()
     assert str(target).startswith(str(tmp_path))
 
