@@ -22,38 +22,44 @@ Steps of `GradientAscent.run`:
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from ..common import frozen_copy
+from ..core.config import ConfigError, check_config
+from ..core.models import frozen_copy
 from .losses import answer_nll
-
-CATALOG_ID = "liu2024protecting"
 
 
 @dataclass
 class GAConfig:
-    # Optimiser. MLLMU-Bench: transformers AdamW (weight decay 0), linear decay with no warm-up, lr 2e-5 in the
-    # README commands for LLaVA-7B + LoRA [official code]. The tiny model trained from scratch needs a larger step
-    # [testbed adaptation: with 30 linearly decayed steps, 5e-4 left GradDiff / KL forget accuracy at 0.20-0.21 on
-    # ci seed 0; 1e-3 brings all four LLM baselines below 0.05]. GA, GradDiff, KL and NPO share this budget.
-    learning_rate: float = 1e-3
-    pretrained_learning_rate: float = 2e-5  # used instead on a real LLaVA checkpoint [MLLMU-Bench README]
-    weight_decay: float = 0.0  # [official code: transformers AdamW default]
-    lr_schedule: str = "linear"  # "linear" decay to 0 [official code: get_scheduler("linear")] or "constant"
-    max_grad_norm: float = 1.0  # [official code: accelerator.clip_grad_norm_(..., 1.0) where clipping is used]
-    # Budget. MLLMU-Bench: 1-5 epochs of batch-4 steps. Here a fixed number of steps over the forget set, which
-    # is 28 questions at ci scale, so one batch is the whole set [testbed adaptation, feasibility study].
-    steps: int = 30
-    forget_batch_size: int = 32
-    retain_batch_size: int = 32  # used by methods with a retain term
-    # Which forget questions are unlearned. MLLMU-Bench's scripts unlearn the image + question pairs; CLEAR's
-    # forget set has both text-only and visual questions. Both by default, because the feasibility study
-    # measured that unlearning one modality leaves the other mostly intact [testbed adaptation].
-    forget_modalities: tuple = ("visual", "text")
+    """Defaults are MLLMU-Bench's for LLaVA-1.5-7B (franciscoliu/MLLMU-Bench@0e3098e, README commands and
+    `unlearn/GA.py`); a testbed's adaptations are declared in methods/registry.yaml."""
+
+    learning_rate: float = 2e-5  # README commands (argparse default 5e-4)
+    weight_decay: float = 0.0  # transformers AdamW default
+    lr_schedule: str = "linear"  # get_scheduler("linear"), no warm-up; or "constant"
+    max_grad_norm: Optional[float] = 1.0  # clip the gradient norm at this value; None: no clipping
+    epochs: int = 1  # README commands
+    steps: Optional[int] = None  # None: `epochs` passes over the forget set; a number fixes the step count instead
+    forget_batch_size: int = 4  # README: batch 4
+    retain_batch_size: int = 4  # used by cards with a retain term
+    # Which forget questions are unlearned: MLLMU-Bench's scripts unlearn the image + question pairs.
+    forget_modalities: tuple = ("visual",)
+
+    def __post_init__(self):
+        check_config(self, {"lr_schedule": ("linear", "constant"), "forget_modalities": ("visual", "text")},
+                     learning_rate="(0,1]", weight_decay="[0,1]", max_grad_norm="(0,1e6]", epochs=">=1", steps=">=1",
+                     forget_batch_size=">=1", retain_batch_size=">=1")
+        if not self.forget_modalities:
+            raise ConfigError(f"{type(self).__name__}.forget_modalities must name at least one of 'visual', 'text'")
+
+    def total_steps(self, n_forget: int) -> int:
+        """`steps`, or `epochs` passes over `n_forget` questions in batches of `forget_batch_size`."""
+        return self.steps if self.steps is not None else self.epochs * math.ceil(n_forget / self.forget_batch_size)
 
 
 class GradientAscent:
@@ -112,13 +118,15 @@ class GradientAscent:
         self.prepare(model, task)
         # 2. the forget questions; seeded generators make batches and random views reproducible
         generator = torch.Generator().manual_seed(int(task.seed))
-        forget_batches = _cycle_batches(self.forget_rows(task), cfg.forget_batch_size, generator)
+        forget_rows = self.forget_rows(task)
+        forget_batches = _cycle_batches(forget_rows, cfg.forget_batch_size, generator)
+        total_steps = cfg.total_steps(len(forget_rows))
         model.requires_grad_(True)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer, scheduler = self.make_optimizer(params, cfg.steps)
+        optimizer, scheduler = self.make_optimizer(params, total_steps)
         history, callback_time = [], 0.0
-        for step in range(1, cfg.steps + 1):
+        for step in range(1, total_steps + 1):
             # 3. one step of the method's loss
             forget_batch = task.batch(next(forget_batches), generator)
             retain_batch = task.batch(_sample(task.retain, cfg.retain_batch_size, generator), generator) \
@@ -126,7 +134,8 @@ class GradientAscent:
             loss = self.loss(model, forget_batch, retain_batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             history.append(float(loss.detach()))
@@ -138,7 +147,7 @@ class GradientAscent:
         model.eval()
         model.requires_grad_(False)
         self.reference = None
-        return {"loss_history": history, "steps": cfg.steps,
+        return {"loss_history": history, "steps": total_steps,
                 "unlearn_time_s": time.perf_counter() - start - callback_time}  # fmt: skip
 
 

@@ -23,16 +23,19 @@ from typing import Callable, Optional
 
 import torch
 
+from ..core.config import check_config
 from .ga import GAConfig, GradientAscent
 from .losses import answer_nll
-
-CATALOG_ID = "liu2024protecting"
 
 
 @dataclass
 class GradDiffConfig(GAConfig):
     forget_weight: float = 1.0  # gamma [open-unlearning GradDiff default; CLEAR loss_beta 1.0]
     retain_weight: float = 1.0  # alpha [open-unlearning GradDiff default]
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, forget_weight="[0,1e3]", retain_weight="[0,1e3]")
 
 
 class GradientDifference(GradientAscent):

@@ -25,16 +25,19 @@ from typing import Callable, Optional
 
 import torch
 
+from ..core.config import check_config
 from .ga import GAConfig, GradientAscent
 from .losses import kl_to_reference, nll_from_logits, shifted_logits
-
-CATALOG_ID = "liu2024protecting"
 
 
 @dataclass
 class KLConfig(GAConfig):
     kl_weight: float = 1.0  # [TOFU / CLEAR: GA + KL on retain, weight 1]
     retain_nll_weight: float = 0.0  # 0 [TOFU, CLEAR]; MLLMU-Bench adds the retain NLL (1.0) [official code]
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, kl_weight="[0,1e3]", retain_nll_weight="[0,1e3]")
 
 
 class KLMinimisation(GradientAscent):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..testbeds.miniprofiles import answer_token_logprobs, label_logprobs, shifted_logits
+from .logprobs import answer_token_logprobs, label_logprobs, shifted_logits
 
 
 def answer_nll(model, batch: dict) -> torch.Tensor:

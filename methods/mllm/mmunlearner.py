@@ -36,35 +36,45 @@ Steps of `MMUnlearner.run`:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
+from ..core.config import check_config
 from .ga import _cycle_batches
 from .graddiff import GradDiffConfig, GradientDifference
 from .losses import answer_nll
 
-CATALOG_ID = "huo2025mmunlearner"
 
 
 @dataclass
 class MMUnlearnerConfig(GradDiffConfig):
-    # The official README runs 1 epoch at lr 1e-5 (batch 4) on 7B models; the tiny model needs a larger step and
-    # more forget steps [testbed adaptation, tuned on ci seed 0: see `unmasked_weights`].
-    learning_rate: float = 3e-3
-    pretrained_learning_rate: float = 1e-5  # [official README]
-    steps: int = 30  # retain (descent) steps; forget steps are interleaved
-    forget_every: int = 1  # official: |retain batches| // |forget batches| (9 at ci scale) [testbed adaptation]
+    """Defaults are the official ones (Z1zs/MMUnlearner@fa77c66: README command, `MLLMU_manifold.py` and the mask
+    scripts); a testbed's adaptations are declared in methods/registry.yaml."""
+
+    learning_rate: float = 1e-5  # README: 1 epoch at lr 1e-5, batch 4
+    steps: Optional[int] = None  # retain (descent) steps; None: `epochs` passes over the retain set
+    forget_every: Optional[int] = None  # a forget step every n retain steps; None: |retain batches| // |forget batches|
     forget_alpha: float = 1.0  # weight of the ascent loss [official code default]
     retain_weight: float = 1.0  # 0 turns the retain steps off
     mask_threshold: float = 1.0  # [official mask scripts: threshold=1]
     mask_modules: tuple = ("language_model", "vision_tower", "multi_modal_projector")  # the "both" mask
     vision_modules: tuple = ("vision_tower", "multi_modal_projector")  # scored against the visual preserve set
     linear_name_keys: tuple = ("proj", "fc", "linear", "mlp", "qkv")  # [official code: masked weight names]
-    fisher_batch_size: int = 1  # per-sample squared gradients [official MLLMU-Bench mask script: batch_size=1]
+    fisher_batch_size: int = 1  # batches of the squared-gradient (Fisher) estimate
     unmasked_weights: str = "free"  # "free" [official code] or "frozen" [the paper's description]
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, {"unmasked_weights": ("frozen", "free")}, forget_every=">=1", forget_alpha="[0,1e3]",
+                     mask_threshold="[0,1e15]", fisher_batch_size=">=1")
+
+    def total_steps(self, n_retain: int) -> int:
+        """Retain steps: `steps`, or `epochs` passes over `n_retain` questions in batches of `retain_batch_size`."""
+        return self.steps if self.steps is not None else self.epochs * math.ceil(n_retain / self.retain_batch_size)
 
 
 class MMUnlearner(GradientDifference):
@@ -72,10 +82,6 @@ class MMUnlearner(GradientDifference):
 
     def __init__(self, config: Optional[MMUnlearnerConfig] = None):
         super().__init__(config)
-        if self.config.unmasked_weights not in ("frozen", "free"):
-            raise ValueError(f"unmasked_weights must be 'frozen' or 'free', got {self.config.unmasked_weights!r}")
-        if self.config.forget_every < 1:
-            raise ValueError(f"forget_every must be >= 1, got {self.config.forget_every}")
         self.mask = {}
 
     def forget_loss(self, model, forget_batch: dict) -> torch.Tensor:
@@ -148,21 +154,26 @@ class MMUnlearner(GradientDifference):
         self.mask = self.compute_mask(model, task)
         mask_time = time.perf_counter() - start
         generator = torch.Generator().manual_seed(int(task.seed))
-        forget_batches = _cycle_batches(self.forget_rows(task), cfg.forget_batch_size, generator)
+        forget_rows = self.forget_rows(task)
+        forget_batches = _cycle_batches(forget_rows, cfg.forget_batch_size, generator)
         retain_batches = _cycle_batches(task.retain, cfg.retain_batch_size, generator)
+        total_steps = cfg.total_steps(len(task.retain))
+        forget_every = cfg.forget_every or max(1, math.ceil(len(task.retain) / cfg.retain_batch_size)
+                                               // math.ceil(len(forget_rows) / cfg.forget_batch_size))
         model.requires_grad_(True)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        forget_optimizer, forget_schedule = self.make_optimizer(params, cfg.steps)
-        retain_optimizer, retain_schedule = self.make_optimizer(params, cfg.steps)
+        forget_optimizer, forget_schedule = self.make_optimizer(params, total_steps)
+        retain_optimizer, retain_schedule = self.make_optimizer(params, total_steps)
         history, callback_time = [], 0.0
-        for step in range(1, cfg.steps + 1):
+        for step in range(1, total_steps + 1):
             # 3a. a masked ascent step every `forget_every` iterations (official: `iter % forget_freq == 0`)
-            if (step - 1) % cfg.forget_every == 0:
+            if (step - 1) % forget_every == 0:
                 loss = self.forget_loss(model, task.batch(next(forget_batches), generator))
                 forget_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)  # clip, then mask (official order)
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)  # clip, then mask (official order)
                 self.apply_mask(model)
                 forget_optimizer.step()
                 history.append(float(loss.detach()))
@@ -172,7 +183,8 @@ class MMUnlearner(GradientDifference):
                 loss = cfg.retain_weight * self.retain_loss(model, task.batch(next(retain_batches), generator))
                 retain_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 retain_optimizer.step()
                 retain_schedule.step()
             if callback is not None:
@@ -184,7 +196,7 @@ class MMUnlearner(GradientDifference):
         model.requires_grad_(False)
         salient = sum(int(m.sum()) for m in self.mask.values())
         total = sum(m.numel() for m in self.mask.values())
-        return {"loss_history": history, "steps": cfg.steps, "mask_time_s": mask_time,
+        return {"loss_history": history, "steps": total_steps, "forget_every": forget_every, "mask_time_s": mask_time,
                 "mask_fraction": salient / max(1, total), "masked_tensors": len(self.mask),
                 "unlearn_time_s": time.perf_counter() - start - callback_time}  # fmt: skip
 

@@ -36,10 +36,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..core.config import check_config
 from .graddiff import GradDiffConfig, GradientDifference
 from .losses import answer_nll, sequence_logprob
-
-CATALOG_ID = "liu2024protecting"
 
 
 @dataclass
@@ -47,6 +46,10 @@ class NPOConfig(GradDiffConfig):
     beta: float = 0.1  # [NPO paper, open-unlearning]; MLLMU-Bench uses 0.4 [official code]
     log_ratio: str = "sequence"  # "sequence" [NPO paper, open-unlearning] or "batch_token_mean" [MLLMU-Bench]
     retain_weight: float = 1.0  # alpha [open-unlearning NPO = GradDiff + NPO forget term]; MLLMU-Bench: 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, {"log_ratio": ("sequence", "batch_token_mean")}, beta="(0,1e3]")
 
 
 def npo_loss(log_ratio: torch.Tensor, beta: float) -> torch.Tensor:
@@ -57,13 +60,6 @@ def npo_loss(log_ratio: torch.Tensor, beta: float) -> torch.Tensor:
 class NPO(GradientDifference):
     config_class = NPOConfig
     needs_reference = True
-
-    def __init__(self, config: Optional[NPOConfig] = None):
-        super().__init__(config)
-        if self.config.log_ratio not in ("sequence", "batch_token_mean"):
-            raise ValueError(f"log_ratio must be 'sequence' or 'batch_token_mean', got {self.config.log_ratio!r}")
-        if self.config.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.config.beta}")
 
     def log_ratio(self, model, forget_batch: dict) -> torch.Tensor:
         if self.config.log_ratio == "sequence":

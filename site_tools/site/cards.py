@@ -1,18 +1,20 @@
-"""Executable method cards in the site: the notebooks, their latest results, and the pages made from them.
+"""Executable cards in the site: card pages, the cards index and the leaderboards, generic over the registry.
 
-A card is a notebook ``notebooks/<name>.ipynb`` (files starting with ``_`` are helpers, not cards). Run by papermill,
-it writes its results to ``results/<testbed>/<name>/metrics.json`` (plus ``samples.png`` on MiniCanvas or
-``tradeoff.png`` on MiniProfiles). The site never executes a notebook: it shows each one as last saved, and reads the
-results files when it is built:
+Everything comes from data: the registry (methods/registry.yaml: each card's testbeds, catalog ids, claim, fidelity
+notes and quality bar) and the testbed declarations (methods/testbeds/<name>/testbed.yaml: metrics, references,
+figure, plot) read through `methods.registry` without importing torch, the notebooks `notebooks/<card>.ipynb`, and
+the results files `results/<testbed>/<card>/metrics.json` (results schema v1, validated when the site is built). No
+card or testbed is named in this module. The site never executes a notebook: it shows each one as last saved.
 
-- every card page (the notebook rendered by mkdocs-jupyter) gets a header: the catalog entries that name the card,
-  the testbed, the latest results, when and at which commit they were produced, and the command that reproduces them;
+- every card page (the notebook rendered by mkdocs-jupyter) gets a header: what the paper reports beside what the
+  testbed shows, the latest results with the references, the fidelity notes, when and at which commit the results
+  were produced, and the command that reproduces them;
 - the cards index lists every card with its headline metrics;
-- the leaderboards compare the cards of each testbed, with a forget / retain trade-off plot for MiniProfiles.
+- the leaderboards compare the cards of each testbed, with the testbed's scatter plot.
 
-A card without a results file is "not yet executed". A results file that is not JSON, or lacks a metric the pages
-show, stops the build with a message naming the file. ``ATLAS_RESULTS_DIR`` points the build at another results
-folder (the tests use temporary ones).
+A card without a results file is "not yet executed". A results file that breaks the schema stops the build with a
+message naming the file and the field. ``ATLAS_RESULTS_DIR`` points the build at another results folder and
+``MMU_ATLAS_REGISTRY`` at another registry (the tests use temporary ones).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from methods.core.results import ResultsError, read_results  # noqa: E402
+from methods.registry import CardSpec, Registry, RegistryError, TestbedSpec, load_registry  # noqa: E402
 from site_tools.catalog import RESULTS_DIR, card_names  # noqa: E402
 
 from . import markup as md  # noqa: E402
@@ -41,21 +44,14 @@ from .atlas import Atlas, venue_and_year  # noqa: E402
 from .plots import PALETTE, STYLE  # noqa: E402
 
 RESULTS_DIR_VARIABLE = "ATLAS_RESULTS_DIR"
-CARD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # the schema's pattern for method_card
-RESERVED_NAMES = {"index"}  # cards/index.md is the cards index
 
 # Source paths of the generated pages and files (inside the docs folder).
 CARDS_INDEX = "cards/index.md"
 LEADERBOARDS = "leaderboards.md"
-TRADEOFF_PLOT = "leaderboards/miniprofiles-tradeoff.svg"
-
-# `out_dir = "results/<testbed>/<name>"` in a notebook's parameters cell says where its results go.
-_OUT_DIR = re.compile(r"""^\s*out_dir\s*=\s*["']results/([a-z0-9_]+)/([a-z0-9_]+)/?["']""", re.MULTILINE)
-_H1 = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
 class CardError(Exception):
-    """A notebook or results file the site cannot use; the message names the file."""
+    """A notebook, registry entry or results file the site cannot use; the message names the file."""
 
 
 def results_dir() -> Path:
@@ -73,270 +69,124 @@ def card_file_src(name: str, filename: str) -> str:
     return f"cards/{name}/{filename}"
 
 
-# --- testbeds and their metrics ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    better: str  # "higher" or "lower"
-    meaning: str
-    digits: int = 3
-
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.better == "higher" else "↓"
-
-
-@dataclass(frozen=True)
-class Testbed:
-    key: str
-    title: str
-    description: str
-    metrics: tuple[Metric, ...]
-    figure: str  # the figure a run writes beside metrics.json
-    headline: tuple[str, ...]  # metric keys shown on the cards index
-
-
-TESTBEDS = {
-    "minicanvas": Testbed(
-        key="minicanvas", title="MiniCanvas",
-        description="A miniature UnlearnCanvas: 8×8 digits in four styles, a tiny text-to-image diffusion model "
-                    "trained from scratch and a CNN judge. Each run erases one concept (a digit or a style) and is "
-                    "scored on the same prompts and noise before (base model) and after.",
-        metrics=(
-            Metric("UA", "UA", "higher", "unlearning accuracy: share of the forget concept's samples that the judge "
-                   "does not read as that concept"),
-            Metric("IRA", "IRA", "higher", "in-domain retain accuracy: the judge still reads the other concepts of "
-                   "the same axis"),
-            Metric("CRA", "CRA", "higher", "cross-domain retain accuracy: the other axis (style for a digit) is "
-                   "kept"),
-            Metric("FD", "FD", "lower", "Fréchet distance between judge features of the samples and of real images",
-                   digits=1),
-        ),
-        figure="samples.png", headline=("UA", "IRA", "CRA", "FD")),
-    "miniprofiles": Testbed(
-        key="miniprofiles", title="MiniProfiles",
-        description="A miniature MLLMU-Bench: fictitious person profiles (a rendered face plus facts) asked about "
-                    "with and without the image, a tiny LLaVA fine-tuned until it memorises them, and a model "
-                    "retrained without the forget profiles as the oracle. Mean ± std over random forget splits.",
-        metrics=(
-            Metric("forget_acc", "Forget", "lower", "multiple-choice accuracy on the forget profiles"),
-            Metric("forget_paraphrase_acc", "Forget (paraphrased)", "lower",
-                   "the same on held-out paraphrased questions"),
-            Metric("retain_acc", "Retain", "higher", "accuracy on the profiles that were not forgotten"),
-            Metric("real_world_acc", "Real world", "higher", "accuracy on the celebrities (never forgotten)"),
-            Metric("utility_acc", "Utility", "higher", "general visual questions on unseen faces"),
-        ),
-        figure="tradeoff.png", headline=("forget_acc", "retain_acc", "utility_acc")),
-}
-
-
-def testbed_title(key: str | None) -> str:
-    return TESTBEDS[key].title if key in TESTBEDS else (key or "unknown testbed")
+def plot_src(testbed: str) -> str:
+    return f"leaderboards/{testbed}-plot.svg"
 
 
 # --- results ----------------------------------------------------------------------------------------------------------
 
 Value = tuple[float, "float | None"]  # mean and (optional) standard deviation
 
-_MISSING = object()
-
 
 @dataclass
 class Results:
-    """What the pages show of one metrics.json."""
+    """What the pages show of one results file (schema v1)."""
 
     path: Path
+    record: dict
     date: str
     commit: str | None
-    metrics: dict[str, Value]
-    base: dict[str, Value] = field(default_factory=dict)
-    oracle: dict[str, Value] = field(default_factory=dict)
-    time_s: Value | None = None
-    memory_mb: float | None = None
-    gap: Value | None = None  # MiniProfiles: forget-quality gap to the retrain oracle
-    forget_accuracy: float | None = None  # MiniCanvas: judge accuracy on the forget concept (SLD's bar)
-    base_forget_accuracy: float | None = None
-    setting: str = ""
+    dirty: bool | None
+    metrics: dict[str, Value | None]
+    references: dict[str, dict[str, Value | None]]
+    time_s: Value | None
+    memory_mb: float | None
+    setting: str
+
+    @property
+    def figure(self) -> Path | None:
+        name = self.record.get("figure")
+        path = self.path.parent / name if name else None
+        return path if path is not None and path.is_file() else None
 
 
-def _dig(data: Any, dotted: str, path: Path) -> Any:
-    value = data
-    walked = []
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            raise CardError(f"{path}: {'.'.join(walked)} is not a JSON object")
-        walked.append(part)
-        value = value.get(part, _MISSING)
-        if value is _MISSING:
-            return _MISSING
-    return value
-
-
-def _number(data: Any, dotted: str, path: Path, required: bool = False) -> float | None:
-    value = _dig(data, dotted, path)
-    if value is _MISSING or value is None:
-        if required:
-            raise CardError(f"{path}: {dotted} is missing (a number is expected)")
+def _value(stat: Any) -> Value | None:
+    if not isinstance(stat, dict) or stat.get("mean") is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CardError(f"{path}: {dotted} is {json.dumps(value)[:60]}, not a number")
-    return float(value)
+    return (float(stat["mean"]), None if stat.get("std") is None else float(stat["std"]))
 
 
-def _mean_std(data: Any, dotted: str, path: Path) -> Value | None:
-    """A {mean, std} object (or a bare number) as (mean, std)."""
-    value = _dig(data, dotted, path)
-    if value is _MISSING or value is None:
-        return None
-    if isinstance(value, dict):
-        mean = _number(data, f"{dotted}.mean", path)
-        return None if mean is None else (mean, _number(data, f"{dotted}.std", path))
-    return (_number(data, dotted, path), None)  # type: ignore[return-value]
-
-
-def _text(data: dict[str, Any], key: str, path: Path) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise CardError(f"{path}: {key} is {json.dumps(value)[:60]}, not a string")
-    return str(value)
-
-
-def load_results(path: Path, testbed: str) -> Results | None:
-    """The results of a card's latest run, or None when it has not been executed (no file)."""
+def load_results(path: Path, card: str, testbed: str) -> Results | None:
+    """The results of a card's latest run on a testbed, or None when it has not been executed (no file)."""
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CardError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise CardError(f"{path}: the top level is not a JSON object")
-    date = _text(data, "date", path)
-    if date is None:
-        date = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date().isoformat()
-    commit = _text(data, "git_commit", path)
-    parts = [f"forget {data['forget']}" if isinstance(data.get("forget"), str) else "",
-             f"{data['scale']} scale" if isinstance(data.get("scale"), str) else "",
-             f"seed {data['seed']}" if isinstance(data.get("seed"), int) else ""]
-    results = Results(path=path, date=date[:10], commit=commit, metrics={},
-                      setting=", ".join(part for part in parts if part))
-    bed = TESTBEDS[testbed]
-    if testbed == "minicanvas":
-        for metric in bed.metrics:
-            results.metrics[metric.key] = (_number(data, f"metrics.{metric.key}", path, required=True), None)
-            base = _number(data, f"base_metrics.{metric.key}", path)
-            if base is not None:
-                results.base[metric.key] = (base, None)
-        time_s = _number(data, "method_wall_time_s", path)
-        results.time_s = None if time_s is None else (time_s, None)
-        results.memory_mb = _number(data, "memory.peak_rss_mb", path)
-        results.forget_accuracy = _number(data, "metrics.forget_accuracy", path)
-        results.base_forget_accuracy = _number(data, "base_metrics.forget_accuracy", path)
-    elif testbed == "miniprofiles":
-        for metric in bed.metrics:
-            mean = _number(data, metric.key, path, required=True)
-            results.metrics[metric.key] = (mean, _number(data, f"headline_std.{metric.key}", path))  # type: ignore[assignment]
-            for reference, target in (("base", results.base), ("oracle", results.oracle)):
-                value = _mean_std(data, f"{reference}.{metric.key}", path)
-                if value is not None:
-                    target[metric.key] = value
-        results.gap = _mean_std(data, "forget_quality_gap", path)
-        results.time_s = _mean_std(data, "unlearn_time_s", path)
-        results.memory_mb = _number(data, "peak_rss_mb", path)
-    return results
-
-
-# --- quality bars -----------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Bar:
-    """A quality bar of the methods' slow tests (tests/methods*/), shown beside the results; a miss is flagged, never
-    hidden. `check` returns None when the results lack what the bar needs."""
-
-    text: str
-    check: Callable[[Results], "bool | None"]
-
-
-def _erasure_bar(results: Results) -> bool | None:
-    if not all(key in results.base for key in ("IRA", "CRA")):
-        return None
-    value = {key: results.metrics[key][0] for key in ("UA", "IRA", "CRA")}
-    return (value["UA"] >= 0.85 and value["IRA"] >= results.base["IRA"][0] - 0.10
-            and value["CRA"] >= results.base["CRA"][0] - 0.10)
-
-
-def _halving_bar(results: Results) -> bool | None:
-    if results.forget_accuracy is None or results.base_forget_accuracy is None:
-        return None
-    return results.forget_accuracy <= 0.5 * results.base_forget_accuracy
-
-
-def _forget_bar(results: Results) -> bool | None:
-    return results.metrics["forget_acc"][0] < 0.2
-
-
-ERASURE_BAR = Bar("UA ≥ 0.85, IRA and CRA at most 0.10 below the base model", _erasure_bar)
-# SLD steers sampling (no weights change) and is held to a weaker bar by its test.
-HALVING_BAR = Bar("forget-concept accuracy at most half the base model's", _halving_bar)
-FORGET_BAR = Bar("forget accuracy below 0.2", _forget_bar)
-BARS: dict[str, dict[str, Bar]] = {
-    "minicanvas": {"*": ERASURE_BAR, "sld": HALVING_BAR},
-    "miniprofiles": {"*": FORGET_BAR},
-}
-
-
-def bar_of(testbed: str | None, name: str) -> Bar | None:
-    bars = BARS.get(testbed or "", {})
-    return bars.get(name, bars.get("*"))
+        record = read_results(path)
+    except ResultsError as error:
+        raise CardError(str(error)) from None
+    if record["card"] != card or record["testbed"] != testbed:
+        raise CardError(f"{path}: holds card {record['card']!r} on {record['testbed']!r}, expected {card!r} on "
+                        f"{testbed!r}; re-run the card or move the file")
+    requests = record["request"].get("requests", [])
+    concept = requests[0].get("forget") if len(requests) == 1 and isinstance(requests[0], dict) else None
+    parts = [f"forget {concept}" if isinstance(concept, str) else (f"{len(requests)} forget splits" if requests else ""),
+             f"{record['scale']} scale", f"seed {record['seed']}"]
+    if record.get("model"):
+        parts.append(f"model {record['model']}")
+    return Results(
+        path=path, record=record, date=record["date"][:10], commit=record["git"]["commit"],
+        dirty=record["git"]["dirty"],
+        metrics={key: _value(stat) for key, stat in record["metrics"].items()},
+        references={ref: {key: _value(stat) for key, stat in values.items()}
+                    for ref, values in record["references"].items()},
+        time_s=_value(record["timings"].get("method_s")), memory_mb=record["memory"].get("peak_rss_mb"),
+        setting=", ".join(part for part in parts if part))
 
 
 # --- cards ------------------------------------------------------------------------------------------------------------
 
 @dataclass
 class Card:
-    name: str
+    """A registered card as the site shows it, on its (first) testbed."""
+
+    spec: CardSpec
+    testbed: TestbedSpec
     notebook: Path
-    title: str
-    testbed: str | None
-    results_path: Path | None
     results: Results | None = None
     has_outputs: bool = True  # whether the notebook was saved with outputs (executed)
     papers: list[dict[str, Any]] = field(default_factory=list)  # catalog entries whose method_card names it
+    siblings: dict[str, "Card"] = field(default_factory=dict, repr=False)  # every card, for bars that compare cards
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
 
     @property
     def label(self) -> str:
-        """A short name for menus: the notebook's title up to a colon or ' on ' ('ESD', 'Gradient Ascent (GA)')."""
-        short = re.split(r":| on ", self.title, maxsplit=1)[0].strip()
+        """A short name for menus: the title up to a colon or a comma ('ESD', 'Gradient Ascent (GA)')."""
+        short = re.split(r":|,", self.title, maxsplit=1)[0].strip()
         return short if short and len(short) <= 40 else self.name
 
     @property
     def command(self) -> str:
-        return f"python -m methods run {self.name} --testbed {self.testbed or '<testbed>'} --seed 0"
+        return f"python -m methods run {self.name} --testbed {self.testbed.name} --seed 0"
 
     @property
-    def figure_path(self) -> Path | None:
-        if self.results_path is None or self.testbed not in TESTBEDS:
-            return None
-        figure = self.results_path.parent / TESTBEDS[self.testbed].figure
-        return figure if figure.is_file() else None
+    def bar(self):
+        return self.spec.testbeds[self.testbed.name].bar
 
-    @property
-    def bar(self) -> Bar | None:
-        return bar_of(self.testbed, self.name)
+    def bar_text(self) -> str:
+        bar = self.bar
+        return bar.text({m.key: m.label for m in self.testbed.metrics}) if bar else ""
 
     def meets_bar(self) -> bool | None:
         bar = self.bar
-        return None if bar is None or self.results is None else bar.check(self.results)
+        if bar is None or self.results is None:
+            return None
+        record = self.results.record
+
+        def other(name: str) -> dict | None:
+            sibling = self.siblings.get(name)
+            return sibling.results.record["metrics"] if sibling is not None and sibling.results else None
+
+        return bar.check(record["metrics"], record["references"], other)
 
 
-def _notebook_info(path: Path) -> tuple[str | None, str | None, bool]:
-    """(title, testbed, has outputs) of a notebook: its first Markdown heading, the testbed folder of `out_dir` in
-    its parameters cell, and whether any code cell has saved outputs. Raises CardError if the file is not a
-    notebook."""
+def _has_outputs(path: Path) -> bool:
     try:
         notebook = json.loads(path.read_text(encoding="utf-8"))
         cells = notebook["cells"]
@@ -344,62 +194,54 @@ def _notebook_info(path: Path) -> tuple[str | None, str | None, bool]:
             raise TypeError("cells is not a list")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise CardError(f"{path}: not a readable Jupyter notebook ({exc})") from None
-    title = testbed = None
-    has_outputs = False
-    for cell in cells:
-        if not isinstance(cell, dict):
-            continue
-        has_outputs = has_outputs or bool(cell.get("outputs"))
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        if title is None and cell.get("cell_type") == "markdown":
-            heading = _H1.search(source)
-            if heading:
-                title = re.sub(r"[*`]", "", heading.group(1)).strip()
-        if testbed is None and cell.get("cell_type") == "code":
-            out_dir = _OUT_DIR.search(source)
-            if out_dir:
-                testbed = out_dir.group(1)
-    return title, testbed, has_outputs
+    return any(isinstance(cell, dict) and cell.get("outputs") for cell in cells)
 
 
-def discover(notebooks_dir: Path, results_root: Path, atlas: Atlas | None = None) -> list[Card]:
-    """Every card of `notebooks_dir` with its latest results from `results_root`, sorted by testbed then name."""
+def discover(notebooks_dir: Path, results_root: Path, atlas: Atlas | None = None,
+             registry: Registry | None = None) -> list[Card]:
+    """Every registered card with its notebook and latest results, in registry order grouped by testbed. A notebook
+    that no registered card owns, or a card without its notebook, stops the build with the fix."""
+    try:
+        registry = registry or load_registry()
+    except RegistryError as exc:
+        raise CardError(str(exc)) from None
     cards = []
-    paths = sorted(notebooks_dir.glob("*.ipynb")) if notebooks_dir.is_dir() else []
-    for notebook in paths:
-        name = notebook.stem
-        if name.startswith("_"):
-            continue
-        if not CARD_NAME.match(name) or name in RESERVED_NAMES:
-            raise CardError(f"{notebook}: a card's name must match {CARD_NAME.pattern} and not be "
-                            f"{', '.join(sorted(RESERVED_NAMES))}; rename the notebook (or start it with '_' if it "
-                            "is not a card)")
-        title, testbed, has_outputs = _notebook_info(notebook)
-        if testbed is None:  # no out_dir parameter: where a previous run left results, if anywhere
-            found = sorted(results_root.glob(f"*/{name}/metrics.json"))
-            testbed = found[0].parent.parent.name if found else None
-        results_path = results_root / testbed / name / "metrics.json" if testbed else None
-        card = Card(name=name, notebook=notebook, title=title or name, testbed=testbed, results_path=results_path,
-                    has_outputs=has_outputs)
-        if results_path is not None and testbed in TESTBEDS:
-            card.results = load_results(results_path, testbed)
+    for spec in registry.cards.values():
+        notebook = notebooks_dir / f"{spec.name}.ipynb"
+        if not notebook.is_file():
+            raise CardError(f"{notebook}: missing; card {spec.name!r} of {registry.source.name} needs its notebook "
+                            "(python notebooks/_build.py writes it)")
+        testbed = registry.testbeds[next(iter(spec.testbeds))]
+        card = Card(spec, testbed, notebook, has_outputs=_has_outputs(notebook))
+        card.results = load_results(results_root / testbed.name / spec.name / "metrics.json", spec.name, testbed.name)
         cards.append(card)
+    known = set(registry.cards)
+    if notebooks_dir.is_dir():
+        for path in sorted(notebooks_dir.glob("*.ipynb")):
+            if not path.name.startswith("_") and path.stem not in known:
+                raise CardError(f"{path}: no card {path.stem!r} in {registry.source.name}; register it or start the "
+                                "file's name with '_' if it is not a card")
+    siblings = {card.name: card for card in cards}
+    for card in cards:
+        card.siblings = siblings
     if atlas is not None:
-        by_name = {card.name: card for card in cards}
         for paper in atlas.papers:
             for name in card_names(paper.get("method_card")):
-                if name in by_name:
-                    by_name[name].papers.append(paper)
-    order = list(TESTBEDS)
-    return sorted(cards, key=lambda c: (order.index(c.testbed) if c.testbed in order else len(order), c.name))
+                if name in siblings:
+                    siblings[name].papers.append(paper)
+    order = list(registry.testbeds)
+    return sorted(cards, key=lambda c: order.index(c.testbed.name))
 
 
-def by_testbed(cards: list[Card]) -> dict[str | None, list[Card]]:
-    groups: dict[str | None, list[Card]] = {}
+def by_testbed(cards: list[Card]) -> dict[str, list[Card]]:
+    groups: dict[str, list[Card]] = {}
     for card in cards:
-        groups.setdefault(card.testbed if card.testbed in TESTBEDS else None, []).append(card)
+        groups.setdefault(card.testbed.name, []).append(card)
     return groups
+
+
+def testbed_of(cards: list[Card], name: str) -> TestbedSpec:
+    return next(card.testbed for card in cards if card.testbed.name == name)
 
 
 # --- formatting -------------------------------------------------------------------------------------------------------
@@ -435,23 +277,28 @@ def short_commit(commit: str | None) -> str:
     return md.code(commit[:7]) if commit else "unrecorded"
 
 
+def testbed_title(card: Card) -> str:
+    return card.testbed.title
+
+
 def provenance(card: Card, capital: bool = False) -> str:
     """'reproduced on MiniCanvas on 2026-11-22 at commit `fd86b9d`' (Markdown)."""
     results = card.results
     if results is None:
         return "Not yet executed" if capital else "not yet executed"
     commit = f"at commit {short_commit(results.commit)}" if results.commit else "at an unrecorded commit"
+    if results.dirty:
+        commit += " (with uncommitted changes)"
     verb = "Reproduced" if capital else "reproduced"
-    return f"{verb} on {md.text(testbed_title(card.testbed))} on {md.text(results.date)} {commit}"
+    return f"{verb} on {md.text(card.testbed.title)} on {md.text(results.date)} {commit}"
 
 
 def bar_mark(card: Card) -> str:
     """The bar's verdict as a short Markdown cell: 'met', 'missed' (flagged) or '—'."""
     verdict = card.meets_bar()
-    bar = card.bar
-    if verdict is None or bar is None:
+    if verdict is None:
         return "—"
-    title = md.attribute_value(f"bar: {bar.text}")
+    title = md.attribute_value(f"bar: {card.bar_text()}")
     if verdict:
         return f'<span class="atlas-bar atlas-bar--met" title="{title}">met</span>'
     return f'<span class="atlas-bar atlas-bar--missed" title="{title}">missed</span>'
@@ -460,10 +307,12 @@ def bar_mark(card: Card) -> str:
 def headline(card: Card) -> str:
     if card.results is None:
         return "*not yet executed*"
-    bed = TESTBEDS[card.testbed]  # type: ignore[index]
-    metrics = {metric.key: metric for metric in bed.metrics}
-    return " · ".join(f"{md.text(metrics[key].label)} {number(card.results.metrics[key][0], metrics[key].digits)}"
-                      for key in bed.headline)
+    parts = []
+    for key in card.testbed.index:
+        metric = card.testbed.metric(key)
+        value = card.results.metrics.get(key)
+        parts.append(f"{md.text(metric.label)} {number(value[0] if value else None, metric.digits)}")
+    return " · ".join(parts)
 
 
 def paper_refs(card: Card, link: Callable[[str], str]) -> str:
@@ -474,27 +323,66 @@ def paper_refs(card: Card, link: Callable[[str], str]) -> str:
                      for paper in card.papers)
 
 
+def metric_header(metric) -> str:
+    return f'<span title="{md.attribute_value(metric.meaning)}">{md.text(metric.label)} {metric.arrow}</span>'
+
+
 # --- card page header -------------------------------------------------------------------------------------------------
 
 def results_table(card: Card) -> str:
-    """The card's latest results beside the base model (and the retrain oracle on MiniProfiles)."""
+    """The card's latest results beside the testbed's references (base model, oracle), on the same requests."""
     results = card.results
-    assert results is not None and card.testbed in TESTBEDS
-    bed = TESTBEDS[card.testbed]
-    columns = [md.text(card.name), "Base model"] + (["Retrain oracle"] if bed.key == "miniprofiles" else [])
+    assert results is not None
+    references = [ref for ref in card.testbed.references if ref.key in results.references]
+    columns = ["Metric", md.text(card.name)] + [md.text(ref.label) for ref in references]
     rows = []
-    for metric in bed.metrics:
-        cells = [f'<span title="{md.attribute_value(metric.meaning)}">{md.text(metric.label)} {metric.arrow}</span>',
-                 mean_std(results.metrics[metric.key], metric.digits), mean_std(results.base.get(metric.key), metric.digits)]
-        if bed.key == "miniprofiles":
-            cells.append(mean_std(results.oracle.get(metric.key), metric.digits))
-        rows.append(cells)
-    if bed.key == "miniprofiles":
-        rows.append(["Forget-quality gap to the oracle ↓", mean_std(results.gap), "—", "0"])
-    extra = [] if bed.key == "minicanvas" else ["—"]
-    rows.append(["Method time", seconds(results.time_s), "—"] + extra)
-    rows.append(["Peak memory (process)", megabytes(results.memory_mb), "—"] + extra)
-    return md.table(["Metric"] + columns, rows)
+    for metric in card.testbed.metrics:
+        rows.append([metric_header(metric), mean_std(results.metrics.get(metric.key), metric.digits)]
+                    + [mean_std(results.references[ref.key].get(metric.key), metric.digits) for ref in references])
+    rows.append(["Card time"] + [seconds(results.time_s)] + ["—"] * len(references))
+    rows.append(["Peak memory (process)"] + [megabytes(results.memory_mb)] + ["—"] * len(references))
+    return md.table(columns, rows)
+
+
+def paper_vs_testbed(card: Card) -> str:
+    """What the paper reports beside what the testbed shows, so a reader sees how far the miniature reproduces it."""
+    claim = card.spec.claim
+    paper = (f"{md.text(claim.text)} ({md.text(claim.source)}; {md.text(claim.status)})" if claim
+             else "no headline claim recorded yet")
+    bar = card.bar
+    if bar is None:
+        testbed = "no quality bar declared for this testbed"
+    else:
+        verdict = {True: "met", False: "**missed**", None: "not yet measured"}[card.meets_bar()]
+        values = []
+        if card.results is not None:
+            for condition in bar.conditions:
+                metric = card.testbed.metric(condition.metric)
+                values.append(f"{md.text(metric.label)} {mean_std(card.results.metrics.get(metric.key), metric.digits)}")
+        testbed = f"Bar: {md.text(card.bar_text())} — {verdict}" + (f" ({'; '.join(values)})" if values else "")
+        if bar.note:
+            testbed += f". {md.text(bar.note)}"
+    return md.table(["What the paper reports", f"What {md.text(card.testbed.title)} shows"], [[paper, testbed]])
+
+
+def fidelity_section(card: Card) -> list[str]:
+    """Which official code the card follows, its deliberate deviations, and the testbed's adaptations of its config
+    (official default, the value of the latest run, and why)."""
+    spec = card.spec
+    parts = ["**Fidelity.** Follows " + md.code(spec.follows) + "."]
+    if spec.deviations:
+        parts += ["", "Deviations from the official code:", ""]
+        parts += [f"- {md.text(what)} *Why:* {md.text(why)}" for what, why in spec.deviations]
+    adaptations = spec.testbeds[card.testbed.name].adaptations
+    if adaptations:
+        defaults = card.results.record["config_defaults"] if card.results is not None else {}
+        rows = [[md.code(name), md.code(json.dumps(defaults[name])) if name in defaults else "—",
+                 md.code(json.dumps(adaptation.value)), md.text(adaptation.why)]
+                for name, adaptation in adaptations.items()]
+        parts += ["", f"Testbed adaptations on {md.text(card.testbed.title)} (the config's defaults are the official "
+                      "values; a real checkpoint runs with them):", "",
+                  md.table(["Field", "Official", md.text(card.testbed.title), "Why (measured)"], rows)]
+    return parts
 
 
 def card_header(card: Card, url: Callable[[str], str]) -> str:
@@ -502,24 +390,21 @@ def card_header(card: Card, url: Callable[[str], str]) -> str:
     leaderboards, files beside the card) to a URL relative to the card's page."""
     bed = card.testbed
     parts = ['<div class="atlas-card" markdown>', ""]
-    where = (f"[{md.text(testbed_title(bed))}]({url(LEADERBOARDS)}#{bed})" if bed in TESTBEDS
-             else md.text(testbed_title(bed)))
-    parts += [f"**Executable card {md.code(card.name)}** · testbed {where} · [all cards]({url(CARDS_INDEX)})", ""]
+    where = f"[{md.text(bed.title)}]({url(LEADERBOARDS)}#{bed.name})"
+    parts += [f"**Executable card {md.code(card.name)}** ({md.text(card.spec.kind)}, {md.text(card.spec.modality)}) · "
+              f"testbed {where} · [all cards]({url(CARDS_INDEX)})", ""]
     parts += [f"Catalog entry: {paper_refs(card, lambda paper_id: url(f'papers/{paper_id}.md'))}", ""]
+    parts += [paper_vs_testbed(card), ""]
     if card.results is None:
-        expected = f"results/{bed}/{card.name}/metrics.json" if bed else f"results/<testbed>/{card.name}/metrics.json"
+        expected = f"results/{bed.name}/{card.name}/metrics.json"
         parts += [f"**Not yet executed**: there is no {md.code(expected)} yet. Run the card to produce it:", ""]
     else:
         parts += [results_table(card), ""]
-        bar = card.bar
-        verdict = card.meets_bar()
-        if bar is not None and verdict is not None:
-            parts += [f"Quality bar ({md.text(bar.text)}): {bar_mark(card)}.", ""]
-        setting = f" ({md.text(card.results.setting)})" if card.results.setting else ""
-        parts += [f"**{provenance(card, capital=True)}**{setting}. Reproduce it with:", ""]
+        parts += [f"**{provenance(card, capital=True)}** ({md.text(card.results.setting)}). Reproduce it with:", ""]
     parts += [md.code_block(card.command, "bash"), ""]
+    parts += fidelity_section(card) + [""]
     downloads = [f"[the notebook ({md.text(card.notebook.name)})]({card.notebook.name})"]
-    figure = card.figure_path if card.results is not None else None
+    figure = card.results.figure if card.results is not None else None
     if card.results is not None:
         downloads.append(f"[metrics.json]({url(card_file_src(card.name, 'metrics.json'))})")
         if figure is not None:
@@ -571,119 +456,82 @@ def cards_index(cards: list[Card], card_pages: dict[str, str]) -> str:
              f"({_relative(src, LEADERBOARDS)}) compare the cards of each testbed. The site never runs a notebook: "
              "`make notebooks` re-executes them all.", ""]
     if not cards:
-        parts += ["No cards yet: add a notebook to `notebooks/`.", ""]
-    for testbed, group in by_testbed(cards).items():
-        title = testbed_title(testbed) if testbed else "Other cards"
-        parts += [f"## {md.text(title)}", ""]
-        if testbed in TESTBEDS:
-            parts += [md.text(TESTBEDS[testbed].description), ""]
-        if testbed is None:
-            parts += ["Cards whose notebook names no known testbed (its `out_dir` parameter is not "
-                      "`results/<testbed>/<card>`), so their results cannot be shown.", ""]
-        rows = [[card_link(src, card, card_pages), paper_refs(card, paper), headline(card) if testbed else "—",
-                 run_cell(card) if testbed else "—"] for card in group]
-        reproduced = f"Reproduced on {md.text(title)}" if testbed else "Latest run"
+        parts += ["No cards yet: register one in `methods/registry.yaml`.", ""]
+    for name, group in by_testbed(cards).items():
+        bed = group[0].testbed
+        parts += [f"## {md.text(bed.title)}", "", md.text(bed.description), ""]
+        rows = [[card_link(src, card, card_pages), paper_refs(card, paper), headline(card), run_cell(card)]
+                for card in group]
         parts += ['<div class="atlas-cards" markdown>', "",
-                  md.table(["Card", "Catalog entry", "Headline metrics", reproduced], rows), "", "</div>", ""]
+                  md.table(["Card", "Catalog entry", "Headline metrics", f"Reproduced on {md.text(bed.title)}"],
+                           rows), "", "</div>", ""]
     return "\n".join(parts)
 
 
 # --- leaderboards -----------------------------------------------------------------------------------------------------
 
-def _reference_rows(cards: list[Card], kind: str) -> list[tuple[str, dict[str, Value], list[str]]]:
-    """Distinct base-model (or oracle) results among the cards: (label, values, cards it comes from). The cards
-    normally share one, measured with each run; differing ones (another forget concept, scale or seed) each get a
+def _reference_rows(cards: list[Card], key: str) -> list[tuple[dict[str, Value | None], list[str]]]:
+    """Distinct values of one reference (e.g. the base model) among the cards, with the cards they come from. The
+    cards normally share one, measured with each run; differing ones (another concept, scale or seed) each get a
     row."""
-    groups: list[tuple[dict[str, Value], list[str]]] = []
+    groups: list[tuple[dict[str, Value | None], list[str]]] = []
     for card in cards:
-        if card.results is None:
+        if card.results is None or key not in card.results.references:
             continue
-        values = getattr(card.results, kind)
-        if not values:
-            continue
-        key = {name: tuple(round(v, 6) if v is not None else None for v in value) for name, value in values.items()}
+        values = card.results.references[key]
+        rounded = {name: None if v is None else tuple(round(x, 6) if x is not None else None for x in v)
+                   for name, v in values.items()}
         for known, names in groups:
-            if {n: tuple(round(v, 6) if v is not None else None for v in val) for n, val in known.items()} == key:
+            if {n: None if v is None else tuple(round(x, 6) if x is not None else None for x in v)
+                    for n, v in known.items()} == rounded:
                 names.append(card.name)
                 break
         else:
             groups.append((values, [card.name]))
-    label = "Base model (no unlearning)" if kind == "base" else "Retrain oracle (never saw the forget set)"
-    if len(groups) <= 1:
-        return [(label, values, names) for values, names in groups]
-    return [(f"{label}, run of {', '.join(names)}", values, names) for values, names in groups]
+    return groups
 
 
-def minicanvas_board(cards: list[Card], card_pages: dict[str, str]) -> list[str]:
+def testbed_board(bed: TestbedSpec, cards: list[Card], card_pages: dict[str, str]) -> list[str]:
     src = LEADERBOARDS
-    bed = TESTBEDS["minicanvas"]
     paper = lambda paper_id: _relative(src, f"papers/{paper_id}.md")  # noqa: E731
-    header = ["Card"] + [f'<span title="{md.attribute_value(m.meaning)}">{m.label} {m.arrow}</span>' for m in bed.metrics]
+    metrics = [bed.metric(key) for key in bed.leaderboard]
     settings = {card.results.setting for card in cards if card.results is not None}
     setting_column = len(settings) > 1  # runs with another concept, scale or seed: say which row is which
-    header += ["Method time", "Peak memory", "Bar"] + (["Setting"] if setting_column else [])
-    header += ["Reproduced on MiniCanvas"]
+    header = ["Card"] + [metric_header(m) for m in metrics] + ["Card time", "Peak memory", "Bar"]
+    header += (["Setting"] if setting_column else []) + [f"Reproduced on {md.text(bed.title)}"]
     rows = []
     for card in cards:
         name = card_link(src, card, card_pages, long=False)
         if card.results is None:
-            rows.append([name] + ["—"] * (len(bed.metrics) + 3) + ([""] if setting_column else []) + [run_cell(card)])
+            rows.append([name] + ["—"] * (len(metrics) + 3) + ([""] if setting_column else []) + [run_cell(card)])
             continue
         r = card.results
-        rows.append([name] + [number(r.metrics[m.key][0], m.digits) for m in bed.metrics]
+        rows.append([name] + [mean_std(r.metrics.get(m.key), m.digits) for m in metrics]
                     + [seconds(r.time_s), megabytes(r.memory_mb), bar_mark(card)]
                     + ([md.text(r.setting)] if setting_column else []) + [run_cell(card)])
-    for label, values, _ in _reference_rows(cards, "base"):
-        rows.append([f"*{md.text(label)}*"] + [number(values[m.key][0], m.digits) if m.key in values else "—"
-                                               for m in bed.metrics] + ["—", "—", "—"]
-                    + ([""] if setting_column else []) + [""])
-    notes = [f"- **{m.label}** {m.arrow}: {md.text(m.meaning)}." for m in bed.metrics]
-    return ["## MiniCanvas { #minicanvas }", "", md.text(bed.description), "",
-            _reproduced_line(cards, "MiniCanvas"), "",
-            '<div class="atlas-board atlas-board--minicanvas" markdown>', "", md.table(header, rows), "", "</div>", "",
-            *notes, f"- **Bar**: the quality bar of the methods' tests, shown beside the result and never used to "
-            f"hide one: {md.text(ERASURE_BAR.text)} (SLD, which only steers sampling: "
-            f"{md.text(HALVING_BAR.text)}).",
-            "- **Method time** is the unlearning step alone; **peak memory** is the whole run's process (peak RSS).",
-            "", *_catalog_lines(cards, paper), ""]
-
-
-def miniprofiles_board(cards: list[Card], card_pages: dict[str, str]) -> list[str]:
-    src = LEADERBOARDS
-    bed = TESTBEDS["miniprofiles"]
-    paper = lambda paper_id: _relative(src, f"papers/{paper_id}.md")  # noqa: E731
-    header = ["Card"] + [f'<span title="{md.attribute_value(m.meaning)}">{md.text(m.label)} {m.arrow}</span>'
-                         for m in bed.metrics]
-    header += ["Forget-quality gap ↓", "Unlearn time", "Peak memory", "Bar", "Reproduced on MiniProfiles"]
-    rows = []
-    for card in cards:
-        name = card_link(src, card, card_pages, long=False)
-        if card.results is None:
-            rows.append([name] + ["—"] * (len(bed.metrics) + 4) + [run_cell(card)])
-            continue
-        r = card.results
-        rows.append([name] + [mean_std(r.metrics[m.key]) for m in bed.metrics]
-                    + [mean_std(r.gap), seconds(r.time_s), megabytes(r.memory_mb), bar_mark(card), run_cell(card)])
-    for kind in ("base", "oracle"):
-        for label, values, _ in _reference_rows(cards, kind):
-            gap = "0" if kind == "oracle" else "—"
-            rows.append([f"*{md.text(label)}*"] + [mean_std(values.get(m.key)) for m in bed.metrics]
-                        + [gap, "—", "—", "—", ""])
-    executed = [card for card in cards if card.results is not None]
-    figure = (["### Forget / retain trade-off", "",
-               f"![Forget accuracy against retain accuracy of each card, with the base model and the retrain oracle]"
-               f"({_relative(src, TRADEOFF_PLOT)}){{ .atlas-plot }}", "",
-               "Lower forget accuracy and higher retain accuracy are better: the retrain oracle (★) marks what "
-               "unlearning should reach; error bars are ± one standard deviation over the forget splits.", ""]
-              if executed else [])
-    notes = [f"- **{m.label}** {m.arrow}: {md.text(m.meaning)}." for m in bed.metrics]
-    return ["## MiniProfiles { #miniprofiles }", "", md.text(bed.description), "",
-            _reproduced_line(cards, "MiniProfiles"), "",
-            '<div class="atlas-board atlas-board--miniprofiles" markdown>', "", md.table(header, rows), "", "</div>", "",
-            *notes, "- **Forget-quality gap**: mean absolute difference from the retrain oracle over every "
-            "forget-side score (forget and paraphrased, visual and text questions); 0 is the oracle itself.",
-            f"- **Bar**: the quality bar of the methods' tests, shown beside the result and never used to hide one: "
-            f"{md.text(FORGET_BAR.text)}.", "", *_catalog_lines(cards, paper), "", *figure]
+    for reference in bed.references:
+        groups = _reference_rows(cards, reference.key)
+        for values, names in groups:
+            label = reference.label if len(groups) == 1 else f"{reference.label}, run of {', '.join(names)}"
+            rows.append([f"*{md.text(label)}*"] + [mean_std(values.get(m.key), m.digits) for m in metrics]
+                        + ["—", "—", "—"] + ([""] if setting_column else []) + [""])
+    notes = [f"- **{md.text(m.label)}** {m.arrow}: {md.text(m.meaning)}." for m in metrics]
+    bars = [f"- {md.code(card.name)}: {md.text(card.bar_text())}" + (f" ({md.text(card.bar.note)})" if card.bar.note else "")
+            for card in cards if card.bar is not None]
+    figure = []
+    if bed.plot and any(card.results is not None for card in cards):
+        x, y = bed.metric(bed.plot["x"]), bed.metric(bed.plot["y"])
+        figure = [f"### {md.text(y.label)} against {md.text(x.label)}", "",
+                  f"![{md.text(y.label)} against {md.text(x.label)} of each card, with the references]"
+                  f"({_relative(src, plot_src(bed.name))}){{ .atlas-plot }}", "",
+                  f"{md.text(x.label)} {x.arrow} and {md.text(y.label)} {y.arrow}; error bars are ± one standard "
+                  "deviation over the forget requests where there are several.", ""]
+    return [f"## {md.text(bed.title)} {{ #{bed.name} }}", "", md.text(bed.description), "",
+            _reproduced_line(cards, bed.title), "",
+            f'<div class="atlas-board atlas-board--{bed.name}" markdown>', "", md.table(header, rows), "", "</div>", "",
+            *notes, "- **Card time** is the card's own step (mean over requests); **peak memory** is the whole run's "
+            "process (peak RSS).", "- **Bar**: each card's quality bar on this testbed, shown beside the result and "
+            "never used to hide one:", "", *bars, "", *_catalog_lines(cards, paper), "", *figure]
 
 
 def _reproduced_line(cards: list[Card], title: str) -> str:
@@ -692,7 +540,7 @@ def _reproduced_line(cards: list[Card], title: str) -> str:
     missing = len(cards) - len(runs)
     pending = f" {missing} card{'s' if missing != 1 else ''} not yet executed." if missing else ""
     if not runs:
-        return f"**Not yet reproduced on {title}**: no card of this testbed has been executed.{pending}"
+        return f"**Not yet reproduced on {md.text(title)}**: no card of this testbed has been executed.{pending}"
     settings = {r.setting for r in runs}
     setting = f" ({md.text(settings.pop())})" if len(settings) == 1 and "" not in settings else ""
     dates = sorted({r.date for r in runs})
@@ -704,8 +552,8 @@ def _reproduced_line(cards: list[Card], title: str) -> str:
         at = f"at commit {short_commit(commits[0])}"
     else:
         at = "at the commits in the last column"
-    return (f"**Reproduced on {title} {md.text(when)} {at}**{setting}; each row's date and commit are in its last "
-            f"column.{pending}")
+    return (f"**Reproduced on {md.text(title)} {md.text(when)} {at}**{setting}; each row's date and commit are in its "
+            f"last column.{pending}")
 
 
 def _catalog_lines(cards: list[Card], paper: Callable[[str], str]) -> list[str]:
@@ -714,54 +562,65 @@ def _catalog_lines(cards: list[Card], paper: Callable[[str], str]) -> list[str]:
 
 
 def leaderboards_page(cards: list[Card], card_pages: dict[str, str]) -> str:
-    groups = by_testbed(cards)
     parts = ["---\nhide:\n  - navigation\n  - toc\n---\n", "# Leaderboards", "",
              "Every executable card of a testbed in one table, read from the results its notebook wrote "
              f"({md.code('results/<testbed>/<card>/metrics.json')}) when the site was built. Each row says when and at "
              "which commit it was reproduced; a result that misses its quality bar is shown as it is, flagged. "
              f"[All cards]({_relative(LEADERBOARDS, CARDS_INDEX)}).", ""]
-    boards = {"minicanvas": minicanvas_board, "miniprofiles": miniprofiles_board}
-    for key, board in boards.items():
-        if groups.get(key):
-            parts += board(groups[key], card_pages)
-        else:
-            parts += [f"## {TESTBEDS[key].title} {{ #{key} }}", "", "No card runs on this testbed yet.", ""]
+    for name, group in by_testbed(cards).items():
+        parts += testbed_board(group[0].testbed, group, card_pages)
     return "\n".join(parts)
 
 
-# --- trade-off plot ---------------------------------------------------------------------------------------------------
+def plots(cards: list[Card]) -> dict[str, bytes]:
+    """src path -> SVG of each testbed's leaderboard plot (testbeds that declare one and have an executed card)."""
+    out = {}
+    for name, group in by_testbed(cards).items():
+        bed = group[0].testbed
+        if bed.plot and any(card.results is not None for card in group):
+            out[plot_src(name)] = scatter_svg(bed, group)
+    return out
+
+
+# --- leaderboard plot -------------------------------------------------------------------------------------------------
 
 CARD_MARKERS = ["o", "D", "^", "v", "P", "X", "h", "<", ">"]  # with a colour each, so cards differ without colour
+REFERENCE_MARKERS = ["s", "*", "p", "d"]
 
-def tradeoff_svg(cards: list[Card]) -> bytes:
-    """Forget accuracy (lower is better) against retain accuracy (higher is better) of every executed MiniProfiles
-    card, with the base model and the retrain oracle; error bars are one standard deviation."""
-    executed = [card for card in cards if card.testbed == "miniprofiles" and card.results is not None]
+
+def scatter_svg(bed: TestbedSpec, cards: list[Card]) -> bytes:
+    """The testbed's declared y metric against its x metric for every executed card, with the references; error
+    bars are one standard deviation."""
+    x_key, y_key = bed.plot["x"], bed.plot["y"]
+    executed = [card for card in cards if card.results is not None]
+
+    def point(axes, values: dict, marker: str, colour: str, size: float, label: str) -> None:
+        x, y = values.get(x_key), values.get(y_key)
+        if x is None or y is None:
+            return
+        axes.errorbar([x[0]], [y[0]], xerr=[x[1] or 0], yerr=[y[1] or 0], fmt="none", ecolor=colour, capsize=3,
+                      alpha=0.8)
+        axes.scatter([x[0]], [y[0]], marker=marker, color=colour, s=size, zorder=3, label=label)
+
     with plt.rc_context(STYLE):
         figure, axes = plt.subplots(figsize=(7, 4.6))
         for index, card in enumerate(executed):
-            r = card.results
-            assert r is not None
-            (retain, retain_std), (forget, forget_std) = r.metrics["retain_acc"], r.metrics["forget_acc"]
-            colour = PALETTE[index % len(PALETTE)]
-            axes.errorbar([retain], [forget], xerr=[retain_std or 0], yerr=[forget_std or 0], fmt="none",
-                          ecolor=colour, capsize=3, alpha=0.8)
-            axes.scatter([retain], [forget], marker=CARD_MARKERS[index % len(CARD_MARKERS)], color=colour, s=45,
-                         zorder=3, label=card.name)
-        for kind, marker, colour, label in (("base", "s", "#777777", "base model"),
-                                            ("oracle", "*", "#000000", "retrain oracle")):
-            for _, values, _ in _reference_rows(executed, kind):
-                if "retain_acc" in values and "forget_acc" in values:
-                    (retain, retain_std), (forget, forget_std) = values["retain_acc"], values["forget_acc"]
-                    axes.errorbar([retain], [forget], xerr=[retain_std or 0], yerr=[forget_std or 0], fmt="none",
-                                  ecolor=colour, capsize=3, alpha=0.8)
-                    axes.scatter([retain], [forget], marker=marker, color=colour, s=130 if marker == "*" else 55,
-                                 zorder=3, label=label)
-                    label = "_nolegend_"
-        axes.set_xlim(-0.02, 1.05)
-        axes.set_ylim(-0.02, 1.05)
-        axes.set_xlabel("retain accuracy (higher is better)")
-        axes.set_ylabel("forget accuracy (lower is better)")
+            point(axes, card.results.metrics, CARD_MARKERS[index % len(CARD_MARKERS)], PALETTE[index % len(PALETTE)],
+                  45, card.name)
+        for index, reference in enumerate(bed.references):
+            label = reference.label
+            for values, _ in _reference_rows(executed, reference.key):
+                marker = REFERENCE_MARKERS[index % len(REFERENCE_MARKERS)]
+                point(axes, values, marker, ["#777777", "#000000", "#444444", "#aaaaaa"][index % 4],
+                      130 if marker == "*" else 55, label)
+                label = "_nolegend_"
+        x, y = bed.metric(x_key), bed.metric(y_key)
+        if all(card.results.metrics.get(k) is None or 0 <= card.results.metrics[k][0] <= 1
+               for card in executed for k in (x_key, y_key)):
+            axes.set_xlim(-0.02, 1.05)
+            axes.set_ylim(-0.02, 1.05)
+        axes.set_xlabel(f"{x.label} ({x.better} is better)")
+        axes.set_ylabel(f"{y.label} ({y.better} is better)")
         axes.grid(alpha=0.3)
         if executed:
             axes.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)

@@ -126,9 +126,9 @@ def _add_cards_to_nav(config: MkDocsConfig) -> None:
             continue
         for children in item.values():
             if isinstance(children, list) and cards.CARDS_INDEX in children:
-                for testbed, group in cards.by_testbed(state.cards).items():
-                    title = cards.testbed_title(testbed) if testbed else "Other cards"
-                    children.append({title: [{card.label: cards.card_src(card.name)} for card in group]})
+                for group in cards.by_testbed(state.cards).values():
+                    children.append({group[0].testbed.title: [{card.label: cards.card_src(card.name)}
+                                                               for card in group]})
                 return
 
 
@@ -174,10 +174,11 @@ def _add_generated(files: Files, config: MkDocsConfig) -> Files:
         add(src_uri, plots.FIGURES[name](atlas))
     add(cards.CARDS_INDEX, cards.cards_index(state.cards, card_pages))
     add(cards.LEADERBOARDS, cards.leaderboards_page(state.cards, card_pages))
-    add(cards.TRADEOFF_PLOT, cards.tradeoff_svg(state.cards))
+    for src_uri, svg in cards.plots(state.cards).items():
+        add(src_uri, svg)
     for card in state.cards:  # the files behind the results a card page shows, for download
         if card.name in card_pages and card.results is not None:
-            for path in (card.results.path, card.figure_path):
+            for path in (card.results.path, card.results.figure):
                 if path is not None:
                     files.append(File.generated(config, cards.card_file_src(card.name, path.name),
                                                 abs_src_path=str(path)))

@@ -20,7 +20,7 @@ from site_tools.export import stats
 
 from . import markup as md
 from .atlas import LABEL_FIELDS, Atlas, labels_of, month_year, sort_key_recent, venue_and_year
-from .cards import LEADERBOARDS, TESTBEDS, Card, headline, provenance, testbed_title
+from .cards import LEADERBOARDS, Card, headline, provenance
 
 # Source paths of the site's pages (inside the docs folder); URLs follow from them (papers/<id>.md -> papers/<id>/).
 EXPLORER = "explorer.md"
@@ -168,12 +168,9 @@ def card_section(src: str, names: list[str], card_pages: dict[str, str], cards: 
             item = md.link(label, relative(src, card_pages[name]))
         else:
             item = f"{md.code(name)} (notebooks/{md.text(name)}.ipynb); its page is not part of this build"
-        if card is not None and card.testbed:
-            item += f" · {md.text(testbed_title(card.testbed))}"
-            if card.results is not None and card.testbed in TESTBEDS:
-                item += f": {headline(card)} ({provenance(card)})"
-            else:
-                item += ": not yet executed"
+        if card is not None:
+            item += f" · {md.text(card.testbed.title)}"
+            item += f": {headline(card)} ({provenance(card)})" if card.results is not None else ": not yet executed"
         parts.append(f"- {item}")
     return parts + ["", f"The [leaderboards]({relative(src, LEADERBOARDS)}) compare every card of a testbed.", ""]
 

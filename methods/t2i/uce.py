@@ -31,21 +31,21 @@ from typing import Optional
 
 import torch
 
-from .common import (
+from ..core.config import check_config
+from .diffusion import (
     DiffusionComponents,
     EraseRequest,
-    ErasureResult,
-    check_config,
+    EditedDiffusion,
     cross_attention_modules,
     encode_prompts,
     frozen_copy,
-    standard_sampler,
 )
 
 
 @dataclass
 class UCEConfig:
-    """Defaults are the official ones for Stable Diffusion 1.x; `for_minicanvas` gives the testbed's."""
+    """Defaults are the official paper-era ones for Stable Diffusion 1.x (rohitgandikota/unified-concept-editing@35e91e2,
+    train-scripts/train_erase.py); a testbed's adaptations are declared in methods/registry.yaml."""
 
     lamb: float = 0.5  # lambda, weight of ||W - W_old||^2 (old and new official code)
     erase_scale: float = 1.0  # s_e (old and new official code)
@@ -54,14 +54,7 @@ class UCEConfig:
     add_empty_prompt_to_preserve: bool = True  # paper-era code always preserves ''
 
     def __post_init__(self):
-        check_config(self)
-        if self.lamb < 0 or self.erase_scale < 0 or (self.preserve_scale is not None and self.preserve_scale < 0):
-            raise ValueError("lamb, erase_scale and preserve_scale must be non-negative")
-
-    @classmethod
-    def for_minicanvas(cls, scale: str = "ci") -> "UCEConfig":
-        # Testbed: the official values work as they are (measured; see methods/README or the report).
-        return cls(lamb=0.5, erase_scale=1.0, preserve_scale=None)
+        check_config(self, lamb="[0,1e4]", erase_scale="[0,1e4]", preserve_scale="[0,1e4]")
 
 
 def aligned_token_slices(tokenizer, forget_prompt: str, anchor_prompt: str) -> tuple:
@@ -113,7 +106,7 @@ def closed_form_edit(
     return torch.linalg.solve(gram, rhs.T).T.to(weight.dtype)
 
 
-def erase(components: DiffusionComponents, request: EraseRequest, config: UCEConfig, seed: int = 0) -> ErasureResult:
+def erase(components: DiffusionComponents, request: EraseRequest, config: UCEConfig, seed: int = 0) -> EditedDiffusion:
     """Edit a copy of the UNet's cross-attention K/V projections in closed form (`seed` is unused: no randomness)."""
     start = time.perf_counter()
 
@@ -156,10 +149,8 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: UCECon
                 edited_layers += 1
 
     # 4. The edited model samples like the base model.
-    edited = components.with_unet(unet)
-    return ErasureResult(
-        components=edited,
-        sample_fn=standard_sampler(edited),
+    return EditedDiffusion(
+        components.with_unet(unet),
         info={
             "edited_matrices": edited_layers,
             "erase_vectors": int(erase_inputs.shape[0]),

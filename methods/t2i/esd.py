@@ -32,16 +32,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import (
+from ..core.config import check_config
+from ..core.seeding import make_generator
+from .diffusion import (
     DiffusionComponents,
     EraseRequest,
-    ErasureResult,
-    finetuned_result,
-    check_config,
+    EditedDiffusion,
+    finetuned_model,
     encode_prompts,
     frozen_copy,
     is_cross_attention,
-    make_generator,
     sample_cfg,
     timesteps_for,
 )
@@ -49,7 +49,8 @@ from .common import (
 
 @dataclass
 class ESDConfig:
-    """Defaults are the official paper-era ones for Stable Diffusion 1.x; `for_minicanvas` gives the testbed's."""
+    """Defaults are the official paper-era ones for Stable Diffusion 1.x (rohitgandikota/erasing@a2189e9,
+    train-scripts/train-esd.py); a testbed's adaptations are declared in methods/registry.yaml."""
 
     variant: str = "x"  # paper: ESD-x for styles / specific concepts, ESD-u for nudity and object classes
     negative_guidance: float = 1.0  # paper eta=1 (paper-era code `negative_guidance`); new code's 2 is the same
@@ -62,34 +63,9 @@ class ESDConfig:
     sample_with: str = "trained"  # x_t from the model being trained (paper-era code) or "frozen" (new code)
 
     def __post_init__(self):
-        check_config(self)
-        if self.variant not in ("x", "u", "x-strict"):
-            raise ValueError(f"unknown ESD variant {self.variant!r}; use 'x', 'u' or 'x-strict'")
-        if self.sample_with not in ("trained", "frozen"):
-            raise ValueError(f"sample_with must be 'trained' or 'frozen', got {self.sample_with!r}")
-        if self.iterations < 1 or self.batch_size < 1 or self.ddim_steps < 1:
-            raise ValueError("iterations, batch_size and ddim_steps must be positive")
-
-    @classmethod
-    def for_minicanvas(cls, scale: str = "ci") -> "ESDConfig":
-        return cls(
-            variant="x",  # paper guidance for specific concepts; cross-attention only
-            negative_guidance=1.0,  # paper value, kept
-            # testbed: a 261k-parameter UNet needs a larger step than SD's 1e-5 x 1000. lr x iterations sets where ESD
-            # sits on its erasure / collateral curve; measured on "three" (UA / IRA, base IRA 0.98): 7.5e-5 x 300
-            # 0.86 / 0.89, 1.5e-4 x 150 0.91 / 0.89, 3e-4 x 150 0.99 / 0.82 (digits that share strokes with 3 suffer).
-            iterations=150,
-            learning_rate=1.5e-4,
-            batch_size=8,  # paper: 1; a small batch of the 5 concept prompts (4 styles + "a digit three")
-            # testbed sampler: DDIM trailing, 10 steps, eta 1, CFG 2 (50 steps / eta 0 collapse this tiny model;
-            # eta 0 here also gave x_t on which ESD erased far less: UA 0.33)
-            ddim_steps=10,
-            start_guidance=2.0,
-            ddim_eta=1.0,
-            # new official code: x_t from the frozen model, which lets all x_t be drawn up front in large batches
-            # (2-3x faster on CPU); erasure and collateral were the same as with the paper-era choice (measured)
-            sample_with="frozen",
-        )
+        check_config(self, {"variant": ("x", "u", "x-strict"), "sample_with": ("trained", "frozen")},
+                     iterations=">=1", batch_size=">=1", ddim_steps=">=1", learning_rate="(0,1]",
+                     negative_guidance="[0,1e3]", start_guidance="[0,1e3]", ddim_eta="[0,1]")
 
 
 def trainable_parameter_names(unet, variant: str) -> list:
@@ -107,7 +83,7 @@ def trainable_parameter_names(unet, variant: str) -> list:
     raise ValueError(f"unknown ESD variant {variant!r}; use 'x', 'u' or 'x-strict'")
 
 
-def erase(components: DiffusionComponents, request: EraseRequest, config: ESDConfig, seed: int = 0) -> ErasureResult:
+def erase(components: DiffusionComponents, request: EraseRequest, config: ESDConfig, seed: int = 0) -> EditedDiffusion:
     """Fine-tune a copy of the UNet with the ESD objective; the input components are left untouched."""
     start = time.perf_counter()
     generator = make_generator(seed)
@@ -170,4 +146,4 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: ESDCon
         losses.append(loss.item())
 
     # 7. Return the edited model; it samples like the base model.
-    return finetuned_result(components, student, params, losses, start)
+    return finetuned_model(components, student, params, losses, start)

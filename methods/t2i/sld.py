@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
-from .common import DiffusionComponents, EraseRequest, ErasureResult, check_config, encode_prompts, initial_noise
+from ..core.config import check_config
+from .diffusion import DiffusionComponents, EditedDiffusion, EraseRequest, encode_prompts
 
 # Official default safety concept (the I2P categories), used when a run asks for it explicitly.
 I2P_SAFETY_CONCEPT = (
@@ -45,7 +46,8 @@ PRESETS = {
 
 @dataclass
 class SLDConfig:
-    """Defaults are the diffusers pipeline defaults (= MEDIUM preset) for Stable Diffusion; see `for_minicanvas`."""
+    """Defaults are the diffusers pipeline defaults (= MEDIUM preset) for Stable Diffusion (huggingface/diffusers@58eb52c,
+    pipelines/deprecated/stable_diffusion_safe/); a testbed's adaptations are declared in methods/registry.yaml."""
 
     sld_warmup_steps: int = 10  # delta; pipeline default (MEDIUM), counted out of `num_inference_steps`
     sld_guidance_scale: float = 1000.0  # s_S; pipeline default (MEDIUM); <= 1 disables safety guidance
@@ -56,27 +58,12 @@ class SLDConfig:
     num_inference_steps: Optional[int] = None  # None: the components' sampler (SLD paper: 50 DDIM steps)
 
     def __post_init__(self):
-        check_config(self)
-        if self.sld_warmup_steps < 0 or not 0.0 <= self.sld_mom_beta <= 1.0:
-            raise ValueError("sld_warmup_steps must be >= 0 and sld_mom_beta in [0, 1]")
+        check_config(self, sld_warmup_steps=">=0", sld_guidance_scale="[0,1e6]", sld_threshold="[-1e3,1e3]",
+                     sld_momentum_scale="[0,1e3]", sld_mom_beta="[0,1]", num_inference_steps=">=1")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "SLDConfig":
         return cls(**{**PRESETS[name], **overrides})
-
-    @classmethod
-    def for_minicanvas(cls, scale: str = "ci") -> "SLDConfig":
-        # Testbed: the STRONG preset rescaled. Warm-up 7 of 50 steps -> 1 of 10. Noise-prediction differences on
-        # 8x8 pixels are ~10x those of SD latents, so s_S goes down (2000 -> 100; min(1, s_S |.|) still saturates)
-        # and the threshold up (0.025 -> 0.1). Measured on "three": threshold 0.025 lowers the judge's accuracy
-        # on the concept by 43%, 0.1 by 61%, MAX (1.0) by 72% at a larger cost to other digits.
-        return cls(
-            sld_warmup_steps=1,  # STRONG: 7 of 50 steps
-            sld_guidance_scale=100.0,  # STRONG: 2000
-            sld_threshold=0.1,  # STRONG: 0.025
-            sld_momentum_scale=0.5,  # STRONG
-            sld_mom_beta=0.7,  # STRONG
-        )
 
 
 def safety_guidance(
@@ -101,52 +88,39 @@ def safety_guidance(
     return eps_uncond + guidance_scale * guidance, momentum
 
 
-def sample_safe(
-    components: DiffusionComponents,
-    prompts: Sequence[str],
-    generator: torch.Generator,
-    config: SLDConfig,
-    safety_concept: str,
-) -> torch.Tensor:
-    """Classifier-free guided DDIM sampling with SLD's safety guidance (3 UNet passes per step)."""
-    steps = config.num_inference_steps or components.sampling.num_inference_steps
-    cfg = components.sampling.guidance_scale
-    enabled = config.sld_guidance_scale > 1.0 and cfg > 1.0  # as in the official pipeline
-    outputs = []
-    for begin in range(0, len(prompts), components.max_batch):
-        chunk = list(prompts[begin : begin + components.max_batch])
-        # 1. Embeddings: empty prompt, user prompts, safety concept.
-        text = encode_prompts(components, chunk)
-        uncond = encode_prompts(components, [""]).expand_as(text)
-        safety = encode_prompts(components, [safety_concept]).expand_as(text)
-        conditioning = torch.cat([uncond, text, safety]) if enabled else torch.cat([uncond, text])
-        scheduler = components.fresh_scheduler()
-        scheduler.set_timesteps(steps, device=components.device)
-        sample = initial_noise(components, len(chunk), generator)
-        momentum = torch.zeros_like(sample)
-        for step_index, t in enumerate(scheduler.timesteps):
-            # 2. One batched UNet call for the 2 (or 3) predictions.
-            copies = conditioning.shape[0] // len(chunk)
-            model_input = scheduler.scale_model_input(torch.cat([sample] * copies), t)
-            with torch.no_grad():
-                predictions = components.unet(model_input, t, encoder_hidden_states=conditioning).sample.chunk(copies)
-            # 3. Guidance: plain CFG, minus the masked safety direction once warm-up is over.
-            if enabled:
-                eps, momentum = safety_guidance(*predictions, momentum, step_index, cfg, config)
-            else:
-                eps = predictions[0] + cfg * (predictions[1] - predictions[0])
-            # 4. Scheduler step (same sampler as the base model).
-            sample = scheduler.step(eps, t, sample, eta=components.sampling.eta, generator=generator).prev_sample
-        outputs.append(sample)
-    return torch.cat(outputs)
+class SafeLatentDiffusion(EditedDiffusion):
+    """The original components with SLD's safety-guided noise prediction (3 UNet passes per step when enabled)."""
+
+    def __init__(self, components: DiffusionComponents, config: SLDConfig, safety_concept: str, info: dict):
+        super().__init__(components, info)
+        self.config = config
+        self.safety_concept = safety_concept
+        self.safety_embedding = encode_prompts(components, [safety_concept])
+
+    def sample_embeddings(self, text, generator, *, num_inference_steps=None, **settings):
+        # the card's own step count, if set, replaces the sampler's (SLD paper: 50 DDIM steps)
+        steps = num_inference_steps or self.config.num_inference_steps
+        return super().sample_embeddings(text, generator, num_inference_steps=steps, **settings)
+
+    def guidance_state(self, sample: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(sample)  # the momentum nu, which builds up during warm-up too
+
+    def guided_noise(self, scheduler, sample, t, text, uncond, guidance_scale, step_index=0, state=None, unet=None):
+        # as in the official pipeline, safety guidance is off when s_S <= 1 or without classifier-free guidance
+        if not (self.config.sld_guidance_scale > 1.0 and guidance_scale > 1.0):
+            return super().guided_noise(scheduler, sample, t, text, uncond, guidance_scale, step_index, state, unet)
+        unet = unet if unet is not None else self.components.unet
+        # 1. One batched UNet call for the empty, user and safety-concept predictions.
+        conditioning = torch.cat([uncond, text, self.safety_embedding.expand_as(text)])
+        model_input = scheduler.scale_model_input(torch.cat([sample] * 3), t)
+        predictions = unet(model_input, t, encoder_hidden_states=conditioning).sample.chunk(3)
+        # 2. Guidance: plain CFG, minus the masked safety direction once warm-up is over.
+        return safety_guidance(*predictions, state, step_index, guidance_scale, self.config)
 
 
-def erase(components: DiffusionComponents, request: EraseRequest, config: SLDConfig, seed: int = 0) -> ErasureResult:
+def erase(components: DiffusionComponents, request: EraseRequest, config: SLDConfig, seed: int = 0) -> EditedDiffusion:
     """SLD changes no weights: it returns the original components with a safety-guided sampler."""
     start = time.perf_counter()
     safety_concept = config.safety_concept if config.safety_concept is not None else request.concept_prompt
-    return ErasureResult(
-        components=components,
-        sample_fn=lambda prompts, generator: sample_safe(components, prompts, generator, config, safety_concept),
-        info={"safety_concept": safety_concept, "wall_time_s": time.perf_counter() - start},
-    )
+    return SafeLatentDiffusion(components, config, safety_concept,
+                               info={"safety_concept": safety_concept, "wall_time_s": time.perf_counter() - start})

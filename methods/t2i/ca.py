@@ -25,23 +25,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import (
+from ..core.config import check_config
+from ..core.seeding import make_generator
+from .diffusion import (
     DiffusionComponents,
     EraseRequest,
-    ErasureResult,
-    finetuned_result,
-    check_config,
+    EditedDiffusion,
+    finetuned_model,
     cross_attention_modules,
     encode_prompts,
     frozen_copy,
-    make_generator,
     sample_cfg,
 )
 
 
 @dataclass
 class CAConfig:
-    """Defaults are the official ones for Stable Diffusion 1.x (CompVis code, paper results); see `for_minicanvas`."""
+    """Defaults are the official ones for Stable Diffusion 1.x (nupurkmr9/concept-ablation@c11fb1b, the CompVis code
+    behind the paper's results); a testbed's adaptations are declared in methods/registry.yaml."""
 
     loss: str = "model-based"  # official default (`loss_type_reverse`); alternative "noise-based"
     parameter_group: str = "cross-attn"  # official default for style/object: attn2.to_k and attn2.to_v; or "full-weight"
@@ -56,31 +57,9 @@ class CAConfig:
     detach_shared_prefix_kv: bool = True
 
     def __post_init__(self):
-        check_config(self)
-        if self.loss not in ("model-based", "noise-based"):
-            raise ValueError(f"unknown CA loss {self.loss!r}; use 'model-based' or 'noise-based'")
-        if self.parameter_group not in ("cross-attn", "full-weight"):
-            raise ValueError(f"unknown parameter group {self.parameter_group!r}; use 'cross-attn' or 'full-weight'")
-
-    @classmethod
-    def for_minicanvas(cls, scale: str = "ci") -> "CAConfig":
-        return cls(
-            loss="model-based",  # official default, kept
-            parameter_group="cross-attn",  # official default, kept
-            # testbed: the 261k-parameter model (trained at lr 2e-3) needs a larger step than SD's 1.6e-5. Measured
-            # on "three" (base IRA 0.97-0.98), with the regularisation below: lr 1.5e-4 UA 0.86-0.93 / IRA 0.94-0.96,
-            # lr 2e-4 UA 0.95-0.99 / IRA 0.91-0.94 (seeds 0-2); without it lr 3e-4 gave UA 1.0 / IRA 0.72.
-            learning_rate=2e-4,
-            train_steps=200,
-            batch_size=32,
-            num_anchor_images=400,  # 100 per anchor prompt
-            # testbed: the optional regularisation is on, with the diffusers prior-loss weight 1.0. The tiny text
-            # encoder's tokens after the concept ("in plain style") are close for all digits, so without it the
-            # K/V update also moves other digits (IRA 0.72 at UA 1.0 above; 0.88 with it at the same lr).
-            regularization_weight=1.0,
-            max_grad_norm=1.0,  # official
-            detach_shared_prefix_kv=True,  # official (CompVis <bos>), generalised to the shared "a digit" prefix
-        )
+        check_config(self, {"loss": ("model-based", "noise-based"), "parameter_group": ("cross-attn", "full-weight")},
+                     learning_rate="(0,1]", train_steps=">=1", batch_size=">=1", num_anchor_images=">=1",
+                     regularization_weight="[0,1e3]", max_grad_norm="(0,1e6]")
 
 
 class DetachLeadingTokens(torch.nn.Module):
@@ -117,7 +96,7 @@ def trainable_parameter_names(unet, parameter_group: str) -> list:
     raise ValueError(f"unknown parameter group {parameter_group!r}; use 'cross-attn' or 'full-weight'")
 
 
-def erase(components: DiffusionComponents, request: EraseRequest, config: CAConfig, seed: int = 0) -> ErasureResult:
+def erase(components: DiffusionComponents, request: EraseRequest, config: CAConfig, seed: int = 0) -> EditedDiffusion:
     """Fine-tune a copy of the UNet so that concept prompts predict what anchor prompts predict."""
     start = time.perf_counter()
     generator = make_generator(seed)
@@ -184,4 +163,4 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: CAConf
     # 8. Remove the wrappers; the edited model samples like the base model.
     for attention, name, projection in wrapped:
         setattr(attention, name, projection)
-    return finetuned_result(components, unet, params, losses, start)
+    return finetuned_model(components, unet, params, losses, start)

@@ -1,0 +1,1 @@
+"""MiniProfiles: a miniature MLLMU-Bench (a tiny LLaVA that memorised fictitious profiles); see testbed.py."""
