@@ -201,14 +201,27 @@ class CardSpec:
         return self.entry.split(":")[0]
 
     def module_file(self) -> Path:
-        """The card's source file, found without importing it."""
-        return METHODS_DIR.parent / (self.module.replace(".", "/") + ".py")
+        """The card's source file, found without executing it (its parent packages are imported)."""
+        import importlib.util
+
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or spec.origin is None:
+            raise RegistryError(f"{self.source}: cards.{self.name}.entry: no module {self.module!r}")
+        return Path(spec.origin)
 
     def load_entry(self) -> Callable:
         return _import(self.entry, self.source, f"cards.{self.name}.entry")
 
     def load_config_class(self):
         return _import(self.config, self.source, f"cards.{self.name}.config")
+
+    def build_config(self, testbed: Optional[str] = None, **overrides):
+        """The card's config: its official defaults, the testbed's adaptations (when `testbed` is given) and
+        `overrides`; a ConfigError names any bad field."""
+        from .core.config import build_config
+
+        adaptations = self.on(testbed).overrides() if testbed is not None else {}
+        return build_config(self.load_config_class(), adaptations, overrides)
 
     def on(self, testbed: str) -> CardTestbed:
         if testbed not in self.testbeds:

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from .core.cache import cache_root, cached, config_hash
 from .core.config import ConfigError, build_config, config_to_dict
 from .core.provenance import MEMORY_MEASURE, REPO_ROOT, git_state, package_versions, peak_rss_mb, utc_now
-from .core.results import stat, write_results
+from .core.results import json_ready, stat, write_results
 from .registry import CardSpec, Registry, RegistryError, load_registry
 from .testbeds import ForgetRequest, RequestRun, UsageError, testbed_class
 
@@ -179,7 +179,7 @@ def build_record(plan: Plan, testbed, runs: list, total_s: float) -> dict:
     labels = {metric.key: metric.label for metric in spec.metrics}
     verdict = bar.check(metrics, references, lambda other: sibling_metrics(other, spec.name)) if bar else None
     config_class = type(plan.config)
-    return {
+    return json_ready({
         "schema_version": 1,
         "card": plan.card.name,
         "kind": plan.card.kind,
@@ -207,7 +207,7 @@ def build_record(plan: Plan, testbed, runs: list, total_s: float) -> dict:
                    "method_peak_rss_increase_mb": max(run.memory_increase_mb for run in runs)},
         "details": testbed.details_record(runs),
         "figure": spec.figure,
-    }
+    })
 
 
 def sibling_metrics(card: str, testbed: str) -> Optional[dict]:

@@ -1,137 +1,141 @@
-"""Generate the method notebooks (`python notebooks/_build.py`); edit this script, not the .ipynb files.
+"""Generate every card's notebook from the registry: `python notebooks/_build.py [CARD ...]`; edit this script, the
+registry or the card's module docstring, never the .ipynb files.
 
-Every notebook has the same structure: a papermill `parameters` cell, a short explanation of the algorithm, the
-run (the same library call as `python -m methods run`), before/after sample grids, a metrics bar plot, and
-`results/minicanvas/<method>/metrics.json` for the leaderboard. With `model` set to a Stable Diffusion 1.x path or
-hub id, the notebook runs the method on it instead (samples only; the MiniCanvas judges do not apply).
+`python notebooks/_build.py --check` fails (exit 1, naming the notebook and the first differing cell) when a
+committed notebook differs from what this script makes, outputs and execution metadata aside; `.ci/run` runs it.
+
+Each notebook: the card's title and catalog entries, the paper's claim beside the testbed's quality bar, the
+algorithm (the card module's own docstring, so nothing is retyped), a papermill `parameters` cell, the run (the
+same call as `python -m methods run`), the results beside the testbed's references, the testbed's details and
+figure, and the configuration with each adaptation's reason.
 """
 
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
 
-EXPLANATIONS = {
-    "esd": """# ESD: Erasing Concepts from Diffusion Models
+from methods.registry import CardSpec, load_registry  # noqa: E402
 
-*Gandikota et al., ICCV 2023* (catalog id `gandikota2023erasing`).
+# Cells papermill adds when it runs a notebook (the injected parameters): not part of what the builder makes.
+INJECTED = "injected-parameters"
 
-ESD fine-tunes the UNet so that, for a concept prompt $c$, it predicts what the frozen model predicts when guided
-**away** from $c$:
 
-$$\\epsilon_\\theta(x_t, c, t) \\leftarrow \\epsilon^*(x_t, n, t) - \\eta\\,[\\epsilon^*(x_t, c, t) - \\epsilon^*(x_t, n, t)]$$
+def module_docstring(card: CardSpec) -> str:
+    """The card module's docstring, read from its source without importing it (no torch needed)."""
+    path = card.module_file()
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    if not docstring:
+        raise SystemExit(f"{path}: the card's module needs a docstring (it is the notebook's algorithm cell)")
+    return docstring
 
-$x_t$ comes from partially running the sampler on $c$ with the model being trained. **ESD-x** trains only
-cross-attention (`attn2`), **ESD-u** everything else. On MiniCanvas the neutral prompt $n$ is the prompt with the
-concept removed ("a digit in inverted style"), not "" (which would also erase the style); see `methods/esd.py`.""",
-    "uce": """# UCE: Unified Concept Editing
 
-*Gandikota et al., WACV 2024* (catalog id `gandikota2023unified`).
+def introduction(card: CardSpec, testbed) -> str:
+    claim = card.claim
+    bar = card.testbeds[testbed.name].bar
+    labels = {metric.key: metric.label for metric in testbed.metrics}
+    lines = [f"# {card.title}", "",
+             f"Card `{card.name}` ({card.kind}, {card.modality}) · catalog: "
+             + ", ".join(f"`{paper}`" for paper in card.catalog) + f" · testbed: {testbed.title}", "",
+             "| What the paper reports | What the testbed checks |", "|---|---|",
+             f"| {claim.text} ({claim.source}; {claim.status}) | "
+             + (f"{bar.text(labels)}" + (f" ({bar.note})" if bar.note else "") if bar else "no quality bar") + " |",
+             "", f"**Fidelity.** Follows `{card.follows}`; deviations and testbed adaptations are listed at the end."]
+    return "\n".join(lines)
 
-UCE edits every cross-attention key/value projection $W$ in closed form, so that the concept's token embeddings
-$c_i$ produce what the anchor's embeddings produced and preserved embeddings $c_j$ keep their outputs:
 
-$$W = \\Big(\\lambda W_{old} + \\sum_i W_{old} g_i c_i^\\top + s_p\\sum_j W_{old} c_j c_j^\\top\\Big)
-\\Big(\\lambda I + \\sum_i c_i c_i^\\top + s_p\\sum_j c_j c_j^\\top\\Big)^{-1}$$
+def algorithm(card: CardSpec) -> str:
+    source = card.module_file().relative_to(ROOT).as_posix()
+    return f"## The algorithm (`{source}`)\n\n```text\n{module_docstring(card)}\n```"
 
-No training: milliseconds on MiniCanvas. The tokens from the concept to the end of the prompt are edited, because
-CLIP's causal mask makes them all depend on the concept; see `methods/uce.py`.""",
-    "ca": """# Concept Ablation
 
-*Kumari et al., ICCV 2023* (catalog id `kumari2023ablating`).
+def parameters(card: CardSpec, testbed) -> str:
+    lines = ["# Parameters (papermill overrides these; they are checked like the command line's)",
+             f'testbed = "{testbed.name}"  # one of: {", ".join(card.testbeds)}',
+             f'scale = "ci"  # {" or ".join(testbed.scales)}',
+             'device = "auto"  # "auto", "cpu" or "cuda"',
+             "model = None  # None: the testbed's own model; or a real checkpoint (path or hub id)",
+             "seed = 0"]
+    if testbed.requests == "concept":
+        lines += ["forget = None  # the concept to erase (None: the testbed's default)",
+                  "anchor = None  # the concept it is mapped to, for cards that need one (None: the testbed's)"]
+    lines += ["out_dir = None  # None: results/<testbed>/<card> (a real model: results/<testbed>-models/<card>)"]
+    return "\n".join(lines)
 
-Concept Ablation generates images $x^*$ of an anchor concept $c^*$ and trains the model so that the target prompt
-$c$ predicts, on those noised images, what the anchor prompt predicts (model-based loss, target from the same
-network with the gradient stopped):
-
-$$\\mathcal L = \\mathbb E\\,\\|\\epsilon_\\theta(x^*_t, c, t) - \\mathrm{sg}[\\epsilon_\\theta(x^*_t, c^*, t)]\\|^2$$
-
-Only the cross-attention key/value projections are trained (the official default for objects and styles); see
-`methods/ca.py`.""",
-    "sld": """# Safe Latent Diffusion (SLD)
-
-*Schramowski et al., CVPR 2023* (catalog id `schramowski2022safe`).
-
-SLD changes no weights. During sampling it adds a third UNet pass on a safety-concept prompt $S$ and subtracts a
-masked direction towards $S$ inside the classifier-free guidance bracket:
-
-$$\\bar\\epsilon = \\epsilon_\\varnothing + s_g\\big[(\\epsilon_p - \\epsilon_\\varnothing) - \\gamma_t\\big],\\quad
-\\gamma_t = \\mu_t \\odot (\\epsilon_S - \\epsilon_\\varnothing) + s_m \\nu_t$$
-
-with an element-wise mask $\\mu_t$ (threshold $\\lambda$, scale $s_S$), a warm-up of $\\delta$ steps and momentum
-$\\nu_t$. On MiniCanvas the safety concept is "a digit three"; see `methods/sld.py`.""",
-}
-
-PARAMETERS = """# Parameters (papermill overrides these)
-scale = "ci"  # "ci" or "full" (MiniCanvas size)
-device = "auto"  # "auto", "cpu" or "cuda"
-model = None  # None: MiniCanvas; or a Stable Diffusion 1.x path / hub id (samples only, no judge metrics)
-seed = 0
-forget = "three"  # a digit or a style on MiniCanvas; free text (e.g. "Van Gogh") on Stable Diffusion
-anchor = None  # UCE / CA anchor (None: the testbed's default, or "" on Stable Diffusion)
-out_dir = "results/minicanvas/{method}"  # repo-relative; where metrics.json and samples.png go"""
 
 SETUP = """import sys
 import time
+import warnings
 from pathlib import Path
 
 # make `methods` importable when papermill runs the notebook from notebooks/ or from the repository root
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "methods" / "registry.py").exists())
+ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "methods" / "registry.yaml").exists())
 sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 
-import matplotlib.pyplot as plt
+import transformers
+from IPython.display import Image, Markdown, display
 
-from methods.registry import default_config, get_method
-from methods.runner import plot_metrics, plot_sample_grid, run_minicanvas, run_stable_diffusion, write_outputs
+from methods.notebook import card_run, details_markdown
+from methods.report import adaptations_markdown, summary_markdown
 
-METHOD = "{method}"
-spec = get_method(METHOD)
-print(spec.title, "| catalog id:", spec.catalog_id)
-print(default_config(METHOD, None if model else "minicanvas", scale))"""
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the outputs
+CARD = "{card}\""""
 
 RUN = """notebook_start = time.perf_counter()
-if model is None:
-    # MiniCanvas: the base model and judge are trained once per machine and cached (safetensors)
-    result = run_minicanvas(METHOD, forget, seed=seed, scale=scale, device=device, anchor=anchor)
-else:
-    # Stable Diffusion 1.x with the official defaults: samples only
-    result = run_stable_diffusion(METHOD, model, forget, seed=seed, device=device, anchor=anchor)
-    if out_dir == f"results/minicanvas/{METHOD}":  # keep SD samples out of the MiniCanvas leaderboard
-        out_dir = f"results/stable-diffusion/{METHOD}"
-out_path = write_outputs(result, ROOT / out_dir)
-print("wrote", out_path / "metrics.json")"""
+# The testbed trains once per machine and is cached (safetensors); then the card runs on each forget request.
+record, out = card_run(CARD, testbed=testbed, scale=scale, device=device, model=model, seed=seed, out_dir=out_dir{extra})"""
 
-GRID = """fig = plot_sample_grid(result, f"{METHOD}: forget {forget!r} (same noise before and after)")
-plt.show()"""
-
-METRICS = """if result.metrics["metrics"] is not None:
-    after, base = result.metrics["metrics"], result.metrics["base_metrics"]
-    for key in ("UA", "IRA", "CRA", "FD", "forget_accuracy", "sampling_time_s"):
-        print(f"{key:18s} base {base[key]:8.3f}   {METHOD} {after[key]:8.3f}")
-    print(f"method wall time   {result.metrics['method_wall_time_s']:.2f} s")
-    print("memory:", result.metrics["memory"])
-    fig = plot_metrics(result)
-    plt.show()
-else:
-    print("Stable Diffusion run: no judge metrics; see the sample grid above.")
+RESULTS = """display(Markdown(summary_markdown(record)))"""
+DETAILS = """display(Markdown(details_markdown(record)))"""
+FIGURE = """if record["figure"]:
+    display(Image(filename=str(out / record["figure"])))
 print(f"notebook run time: {time.perf_counter() - notebook_start:.1f} s")"""
+CONFIG = """display(Markdown(adaptations_markdown(record)))
+print(record["config"])"""
 
 
-def build(method: str) -> nbformat.NotebookNode:
-    parameters = new_code_cell(PARAMETERS.replace("{method}", method))
-    parameters.metadata["tags"] = ["parameters"]
+def fidelity(card: CardSpec) -> str:
+    lines = ["## Fidelity and configuration", "", f"Follows `{card.follows}`."]
+    if card.deviations:
+        lines += ["", "Deviations from the official code:", ""]
+        lines += [f"- {what} *Why:* {why}" for what, why in card.deviations]
+    lines += ["", "The config's defaults are the official values; the testbed's adaptations (a real checkpoint runs "
+                  "with the defaults), with the measurement behind each:"]
+    return "\n".join(lines)
+
+
+def build(card: CardSpec, registry) -> nbformat.NotebookNode:
+    testbed = registry.testbeds[next(iter(card.testbeds))]
+    params = new_code_cell(parameters(card, testbed))
+    params.metadata["tags"] = ["parameters"]
+    extra = ", forget=forget, anchor=anchor" if testbed.requests == "concept" else ""
     cells = [
-        new_markdown_cell(EXPLANATIONS[method]),
-        parameters,
-        new_code_cell(SETUP.replace("{method}", method)),
-        new_markdown_cell("## Run\nThe same library call as `python -m methods run " + method + " --forget three`."),
-        new_code_cell(RUN),
-        new_markdown_cell("## Samples before and after"),
-        new_code_cell(GRID),
-        new_markdown_cell("## Metrics (UnlearnCanvas-style: UA, IRA, CRA; FD on judge features)"),
-        new_code_cell(METRICS),
+        new_markdown_cell(introduction(card, testbed)),
+        new_markdown_cell(algorithm(card)),
+        params,
+        new_code_cell(SETUP.replace("{card}", card.name)),
+        new_markdown_cell(f"## Run\nThe same call as `python -m methods run {card.name} --testbed {testbed.name}`: "
+                          "it checks the parameters, runs the card and writes `metrics.json` (results schema v1) and "
+                          "the figure."),
+        new_code_cell(RUN.replace("{extra}", extra)),
+        new_markdown_cell("## Results\nThe card beside the testbed's references, on the same forget requests "
+                          "(mean ± std where there are several)."),
+        new_code_cell(RESULTS),
+        new_code_cell(DETAILS),
+        new_markdown_cell("## Figure"),
+        new_code_cell(FIGURE),
+        new_markdown_cell(fidelity(card)),
+        new_code_cell(CONFIG),
     ]
     notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -139,12 +143,54 @@ def build(method: str) -> nbformat.NotebookNode:
     return notebook
 
 
-def main() -> None:
-    for method in EXPLANATIONS:
-        path = HERE / f"{method}.ipynb"
-        nbformat.write(build(method), path)
-        print("wrote", path)
+def comparable(notebook) -> list:
+    """(cell type, source) of every cell but papermill's injected parameters: what the builder controls."""
+    return [(cell.cell_type, cell.source) for cell in notebook.cells
+            if INJECTED not in cell.get("metadata", {}).get("tags", [])]
+
+
+def check(cards: list, registry) -> int:
+    problems = []
+    for card in cards:
+        path = HERE / f"{card.name}.ipynb"
+        if not path.exists():
+            problems.append(f"{path.relative_to(ROOT)}: missing; run `python notebooks/_build.py {card.name}`")
+            continue
+        expected, actual = comparable(build(card, registry)), comparable(nbformat.read(str(path), as_version=4))
+        if expected != actual:
+            index = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
+            problems.append(f"{path.relative_to(ROOT)}: cell {index} differs from what notebooks/_build.py makes; "
+                            f"run `python notebooks/_build.py {card.name}` (then re-execute it)")
+    known = {card.name for card in registry.cards.values()}
+    for path in sorted(HERE.glob("*.ipynb")):
+        if not path.name.startswith("_") and path.stem not in known:
+            problems.append(f"{path.relative_to(ROOT)}: no card {path.stem!r} in the registry; register it or remove "
+                            "the notebook")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{len(cards)} notebooks match notebooks/_build.py")
+    return 1 if problems else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare the committed notebooks with the builder")
+    parser.add_argument("cards", nargs="*", help="only these cards (default: every registered card)")
+    args = parser.parse_args(argv)
+    registry = load_registry()
+    unknown = [name for name in args.cards if name not in registry.cards]
+    if unknown:
+        parser.error(f"unknown card(s) {', '.join(unknown)}; choose from {', '.join(registry.cards)}")
+    cards = [registry.cards[name] for name in args.cards] if args.cards else list(registry.cards.values())
+    if args.check:
+        return check(cards, registry)
+    for card in cards:
+        path = HERE / f"{card.name}.ipynb"
+        nbformat.write(build(card, registry), str(path))
+        print("wrote", path.relative_to(ROOT))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

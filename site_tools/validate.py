@@ -14,7 +14,7 @@ from typing import Iterable
 import fastjsonschema
 import jsonschema
 
-from .catalog import PAPERS_DIR, Entry, Problem, card_names, display_path, load_entries, load_schema, notebooks_dir_for
+from .catalog import PAPERS_DIR, Entry, Problem, card_names, display_path, load_entries, load_schema
 
 _fast_check = None
 
@@ -128,9 +128,9 @@ def _url_problems(entry: Entry, shown: str) -> list[Problem]:
 
 
 def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), papers_dir: Path = PAPERS_DIR,
-                     notebooks_dir: Path | None = None) -> list[Problem]:
+                     registry=None) -> list[Problem]:
     """Problems of `entries`; `reference` are further entries they must not duplicate and may refer to."""
-    notebooks_dir = notebooks_dir if notebooks_dir is not None else notebooks_dir_for(papers_dir)
+    registry, problems_of_registry = _registry() if registry is None else (registry, [])
     problems: list[Problem] = []
     checked_paths = {os.path.abspath(e.path) for e in entries}
     everyone = list(entries) + [e for e in reference if os.path.abspath(e.path) not in checked_paths]
@@ -193,13 +193,51 @@ def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), pape
                 problems.append(Problem(shown, entry.line_of(f"benchmarks.{index}"), f"benchmarks.{index}",
                                         "an entry cannot list itself as a benchmark it evaluates on", "remove it"))
         card = data.get("method_card")
-        if isinstance(card, (str, list)):  # one name or a list of names; other types are schema problems
+        if isinstance(card, (str, list)) and registry is not None:  # one name or a list; other types: schema
             for index, name in enumerate(card_names(card)):
                 field = "method_card" if isinstance(card, str) else f"method_card.{index}"
-                if not (notebooks_dir / f"{name}.ipynb").is_file():
+                if name not in registry.cards:
                     problems.append(Problem(shown, entry.line_of(field), field,
-                                            f"no executable card '{name}' (expected notebooks/{name}.ipynb)",
-                                            "use the name of an existing card, or remove it"))
+                                            f"no registered card '{name}' in {display_path(registry.source)}",
+                                            f"use one of: {', '.join(registry.cards)}; or remove it"))
+                elif entry_id not in registry.cards[name].catalog:
+                    problems.append(Problem(shown, entry.line_of(field), field,
+                                            f"card '{name}' does not list '{entry_id}' among its catalog ids",
+                                            f"add it to cards.{name}.catalog in {display_path(registry.source)}, or "
+                                            "remove the card here"))
+    return problems_of_registry + problems
+
+
+def _registry():
+    """The card registry (methods/registry.yaml or $MMU_ATLAS_REGISTRY) and the problem of reading it, if any."""
+    from methods.registry import RegistryError, load_registry, registry_path
+
+    try:
+        return load_registry(), []
+    except RegistryError as error:
+        return None, [Problem(display_path(registry_path()), 1, "cards", str(error), "fix the registry file")]
+
+
+def registry_problems(entries: list[Entry]) -> list[Problem]:
+    """The other direction of the method_card cross-check: every catalog id a registered card gives exists and names
+    the card in its method_card."""
+    registry, problems = _registry()
+    if registry is None:
+        return problems
+    by_id = {entry.data.get("id"): entry for entry in entries}
+    where = display_path(registry.source)
+    lines = registry.source.read_text(encoding="utf-8").splitlines()
+    for card in registry.cards.values():
+        line = next((number for number, text in enumerate(lines, 1) if text.strip() == f"{card.name}:"), 1)
+        for index, paper_id in enumerate(card.catalog):
+            field = f"cards.{card.name}.catalog.{index}"
+            entry = by_id.get(paper_id)
+            if entry is None:
+                problems.append(Problem(where, line, field, f"no catalog entry has id '{paper_id}'",
+                                        "use the id of the card's paper (catalog/papers/<id>.yaml)"))
+            elif card.name not in card_names(entry.data.get("method_card")):
+                problems.append(Problem(where, line, field, f"{display_path(entry.path)} does not name the card "
+                                        f"'{card.name}' in method_card", f"add method_card: {card.name} to the entry"))
     return problems
 
 
@@ -211,4 +249,6 @@ def validate_paths(paths: list[Path] | None, papers_dir: Path = PAPERS_DIR) -> t
     if paths and papers_dir.exists():
         reference, _ = load_entries([papers_dir])  # duplicates and cross-references span the whole catalog
     problems += validate_entries(entries, reference, papers_dir=papers_dir)
+    if not paths:  # the whole catalog: the registry's side of the cross-check too
+        problems += registry_problems(entries)
     return len(entries), problems

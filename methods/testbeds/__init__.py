@@ -99,12 +99,17 @@ class Testbed(ABC):
         is left untouched. `info["method_s"]`, if the testbed sets it, is the card's own time."""
 
     @abstractmethod
-    def evaluate(self, edited, request: ForgetRequest, seed: int) -> Evaluation:
-        """Score an edited model on one request."""
+    def evaluate(self, edited, request: ForgetRequest, seed: int, references: dict) -> Evaluation:
+        """Score an edited model on one request (`references`: this request's, for metrics relative to them)."""
 
     @abstractmethod
     def references(self, request: ForgetRequest, seed: int) -> dict:
         """reference key (as declared) -> Evaluation of that reference on the same request."""
+
+    @classmethod
+    def details_markdown(cls, record: dict) -> str:
+        """Markdown of the testbed's own detail of a results record, for the notebooks (none by default)."""
+        return ""
 
     def figure(self, record: dict, runs: list, path: Path) -> Optional[Path]:
         """Write the run's figure (the declaration's `figure`) to `path`; None when the testbed has none."""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from methods.common import DiffusionComponents, SamplingSettings
+from methods.t2i.diffusion import DiffusionComponents, SamplingSettings
 from methods.testbeds import minicanvas
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

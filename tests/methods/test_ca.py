@@ -4,8 +4,10 @@ import dataclasses
 
 import torch
 
-from methods import ca
-from methods.common import encode_prompts, state_fingerprint
+from methods.registry import load_registry
+
+from methods.t2i import ca
+from methods.t2i.diffusion import encode_prompts, state_fingerprint
 
 
 def _prediction_gap(components, unet, request, x_t, t) -> float:
@@ -19,7 +21,7 @@ def _prediction_gap(components, unet, request, x_t, t) -> float:
 
 def test_ca_lowers_concept_anchor_gap(components, request_three):
     config = dataclasses.replace(
-        ca.CAConfig.for_minicanvas(), train_steps=40, batch_size=10, num_anchor_images=20, learning_rate=1e-2
+        load_registry().card("ca").build_config("minicanvas"), train_steps=40, batch_size=10, num_anchor_images=20, learning_rate=1e-2
     )
     generator = torch.Generator().manual_seed(3)
     x_t = torch.randn(len(request_three.forget_prompts), 1, 8, 8, generator=generator)
@@ -33,7 +35,7 @@ def test_ca_lowers_concept_anchor_gap(components, request_three):
 def test_ca_cross_attn_group_trains_only_key_value(components, request_three):
     before = state_fingerprint(components.unet)
     config = dataclasses.replace(
-        ca.CAConfig.for_minicanvas(), train_steps=2, batch_size=4, num_anchor_images=5, learning_rate=1e-2
+        load_registry().card("ca").build_config("minicanvas"), train_steps=2, batch_size=4, num_anchor_images=5, learning_rate=1e-2
     )
     result = ca.erase(components, request_three, config, seed=0)
     changed = {n for n, p in result.components.unet.named_parameters() if not torch.equal(p, before[n])}

@@ -7,6 +7,7 @@ import pytest
 
 from minicanvas_dummies import REPO_ROOT
 from methods.__main__ import main
+from methods.registry import load_registry
 
 
 def _run(*args):
@@ -15,10 +16,16 @@ def _run(*args):
     )
 
 
-def test_list_shows_the_four_erasure_methods_first(capsys):
+def test_list_shows_every_registered_card_in_registry_order(capsys):
     assert main(["list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
-    assert names[:4] == ["esd", "uce", "ca", "sld"]
+    assert names == list(load_registry().cards)
+
+
+def test_list_of_one_testbed(capsys):
+    assert main(["list", "--testbed", "miniprofiles"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    assert names == [card.name for card in load_registry().cards_on("miniprofiles")]
 
 
 def test_unknown_method_in_a_subprocess():
@@ -26,21 +33,40 @@ def test_unknown_method_in_a_subprocess():
     completed = _run("run", "dreambooth", "--forget", "three")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "error: unknown method 'dreambooth'; choose one of: esd, uce, ca, sld, ga, graddiff, kl, npo, mmunlearner"]
+        f"error: unknown card 'dreambooth'; choose one of: {', '.join(load_registry().cards)}"]
     assert "Traceback" not in completed.stderr
 
 
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["run", "esd", "--forget", "dog"], "unknown concept 'dog'"),
         (["run", "uce", "--forget", "three", "--anchor", "plain"], "anchor 'plain' must be another concept"),
         (["run", "uce", "--seed", "-3"], "seed must be in"),
         (["run", "uce", "--seed", "abc"], "seed must be an integer"),
         (["run", "uce", "--scale", "huge"], "unknown scale 'huge'"),
         (["run", "uce", "--testbed", "unlearncanvas"], "unknown testbed"),
+        (["run", "uce", "--forget", "dog"], "unknown concept 'dog'"),
         (["run", "uce", "--device", "tpu"], "unknown device"),
         (["run", "esd", "--set", "nonsense=1"], "unknown option 'nonsense'"),
+        (["run", "esd", "--set", "iterations=0"], "ESDConfig.iterations must be >= 1, got 0"),
+        (["run", "esd", "--set", "iterations=-5"], "iterations must be >= 1"),
+        (["run", "esd", "--set", "learning_rate=-1"], "learning_rate must be in (0, 1]"),
+        (["run", "esd", "--set", "learning_rate=abc"], "learning_rate must be float"),
+        (["run", "uce", "--set", "erase_scale=1e308"], "erase_scale must be in [0, 10000]"),
+        (["run", "sld", "--set", "num_inference_steps=0"], "num_inference_steps must be >= 1"),
+        (["run", "ca", "--set", "train_steps=-1"], "train_steps must be >= 1"),
+        (["run", "npo", "--set", "beta=-1.0"], "beta must be in (0, 1000]"),
+        (["run", "ga", "--set", "lr_schedule='cosine'"], "lr_schedule must be one of 'linear', 'constant'"),
+        (["run", "ga", "--set", "forget_modalities=('audio',)"], "forget_modalities must be one of"),
+        (["run", "npo", "--testbed", "minicanvas"], "npo runs on miniprofiles, not 'minicanvas'"),
+        (["run", "esd", "--testbed", "miniprofiles"], "esd runs on minicanvas, not 'miniprofiles'"),
+        (["run", "ga", "--forget", "three"], "--forget/--anchor do not apply to MiniProfiles"),
+        (["run", "kl", "--scale", "huge"], "unknown scale 'huge'"),
+        (["run", "ga", "--model", "/nonexistent/llava"], "neither a local folder nor a hub id"),
+        (["run", "uce", "--set", "lamb=1", "--set", "lamb=2"], "--set lamb is given twice"),
+        (["run", "uce", "--out", "README.md"], "is a file"),
+        (["run", "uce", "--out", "README.md/sub"], "lies under the file"),
+        (["list", "--testbed", "nowhere"], "unknown testbed 'nowhere'"),
         (["run", "esd", "--set", "variant='z'"], "variant"),
         (["run", "sld", "--set", "sld_guidance_scale='big'"], "sld_guidance_scale"),
         (["run"], "the following arguments are required"),

@@ -5,12 +5,14 @@ import dataclasses
 import pytest
 import torch
 
-from methods import esd
-from methods.common import state_fingerprint
+from methods.registry import load_registry
+
+from methods.t2i import esd
+from methods.t2i.diffusion import state_fingerprint
 
 
 def _tiny(variant: str) -> esd.ESDConfig:
-    config = esd.ESDConfig.for_minicanvas()
+    config = load_registry().card("esd").build_config("minicanvas")
     return dataclasses.replace(config, variant=variant, iterations=3, batch_size=2, ddim_steps=4, learning_rate=1e-2)
 
 
@@ -42,7 +44,7 @@ def test_esd_u_updates_only_non_cross_attention(components, request_three):
 
 def test_esd_moves_concept_prediction_towards_negatively_guided_target(components, request_three):
     """After training, the concept prediction is closer to the ESD target than before (on fixed inputs)."""
-    from methods.common import encode_prompts
+    from methods.t2i.diffusion import encode_prompts
 
     config = dataclasses.replace(_tiny("x"), iterations=30, learning_rate=3e-3)
     result = esd.erase(components, request_three, config, seed=0)
@@ -68,7 +70,8 @@ def test_esd_x_strict_updates_only_key_value(components, request_three):
 
 def test_partial_sampling_stops_each_sample_at_its_step(components):
     """x_t for ESD: a sample stopped after 0 steps is the start noise; stopping is per sample."""
-    from methods.common import initial_noise, make_generator, sample_cfg
+    from methods.core.seeding import make_generator
+    from methods.t2i.diffusion import initial_noise, sample_cfg
 
     prompts = ["a digit three in plain style"] * 3
     stopped = sample_cfg(components, prompts, make_generator(0), stop_after_steps=torch.tensor([0, 2, 4]))

@@ -4,8 +4,11 @@ import dataclasses
 
 import torch
 
-from methods import sld
-from methods.common import make_generator, sample_cfg, state_fingerprint
+from methods.registry import load_registry
+
+from methods.t2i import sld
+from methods.core.seeding import make_generator
+from methods.t2i.diffusion import sample_cfg, state_fingerprint
 
 
 def test_safety_term_acts_only_where_prompt_is_not_above_concept_by_threshold():
@@ -44,10 +47,10 @@ def test_warmup_and_momentum_follow_the_official_update():
 
 def test_sld_changes_samples_but_not_weights(components, request_three):
     before = state_fingerprint(components.unet)
-    config = dataclasses.replace(sld.SLDConfig.for_minicanvas(), sld_warmup_steps=0)
+    config = dataclasses.replace(load_registry().card("sld").build_config("minicanvas"), sld_warmup_steps=0)
     result = sld.erase(components, request_three, config)
     prompts = ["a digit three in plain style"] * 4
-    safe = result.sample_fn(prompts, make_generator(0))
+    safe = result.sample(prompts, make_generator(0))
     plain = sample_cfg(components, prompts, make_generator(0))
     assert not torch.allclose(safe, plain)
     assert result.components is components
@@ -60,7 +63,7 @@ def test_disabled_safety_guidance_is_plain_cfg(components, request_three):
         sld.SLDConfig(sld_guidance_scale=1.0),  # s_S <= 1 disables SLD, as in the official pipeline
         sld.SLDConfig(sld_warmup_steps=components.sampling.num_inference_steps, sld_momentum_scale=0.0),
     ):
-        safe = sld.erase(components, request_three, disabled).sample_fn(prompts, make_generator(5))
+        safe = sld.erase(components, request_three, disabled).sample(prompts, make_generator(5))
         plain = sample_cfg(components, prompts, make_generator(5))
         assert torch.allclose(safe, plain, atol=1e-6)
 

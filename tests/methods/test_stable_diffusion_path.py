@@ -5,11 +5,12 @@ latent-space methods, VAE decoding and the outputs, with each method's official 
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from methods.runner import run_stable_diffusion, write_outputs
+from methods.run import run_card
 from methods.testbeds import minicanvas
 
 SHORT = {
@@ -51,13 +52,15 @@ def tiny_sd(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["esd", "uce", "ca", "sld"])
-def test_method_runs_on_a_stable_diffusion_pipeline(tiny_sd, tmp_path, name):
+def test_card_runs_on_a_stable_diffusion_pipeline(tiny_sd, tmp_path, name):
+    """`--model` swaps MiniCanvas' tiny model for a Stable Diffusion pipeline: the card runs with its official
+    defaults (shortened here), and the run writes samples before / after (no judge applies) and schema-v1 results."""
     torch.set_num_threads(1)
-    result = run_stable_diffusion(
-        name, tiny_sd, "a digit three", seed=0, device="cpu", samples_per_prompt=1, config_overrides=SHORT[name]
-    )
-    assert result.before.shape == result.after.shape == (3, 3, 16, 16)  # 3 prompts, RGB decoded by the VAE
-    assert result.metrics["metrics"] is None and result.metrics["catalog_id"]
-    out = write_outputs(result, tmp_path)
-    assert json.loads((out / "metrics.json").read_text())["method"] == name
-    assert (out / "samples.png").stat().st_size > 0
+    record = run_card(name, "minicanvas", model=tiny_sd, forget="a digit three", seed=0, device="cpu",
+                      overrides=SHORT[name], out=tmp_path, log=lambda _: None)
+    assert record["model"] == Path(tiny_sd).name and record["metrics"]["UA"] is None
+    assert record["bar"]["met"] is None and record["catalog_ids"]
+    assert set(record["adaptations"]) == set(SHORT[name])  # official defaults but for the shortening
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["card"] == name and on_disk["details"]["prompts"][0] == "a digit three"
+    assert (tmp_path / "samples.png").stat().st_size > 0

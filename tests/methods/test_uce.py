@@ -4,9 +4,11 @@ import dataclasses
 
 import torch
 
+from methods.registry import load_registry
+
 from minicanvas_dummies import get_dummy_components
-from methods import uce
-from methods.common import EraseRequest, cross_attention_modules, encode_prompts, state_fingerprint
+from methods.t2i import uce
+from methods.t2i.diffusion import EraseRequest, cross_attention_modules, encode_prompts, state_fingerprint
 from methods.testbeds import minicanvas
 
 
@@ -60,7 +62,7 @@ def test_erased_kv_match_anchor_and_preserved_kv_stay():
 
 
 def test_default_request_moves_erased_kv_most_of_the_way(components, request_three):
-    edited = uce.erase(components, request_three, uce.UCEConfig.for_minicanvas()).components
+    edited = uce.erase(components, request_three, load_registry().card("uce").build_config("minicanvas")).components
     forget = encode_prompts(components, request_three.forget_prompts)[:, 3:]
     anchor = encode_prompts(components, request_three.anchor_prompts)[:, 3:]
     for (_, old), (_, new) in zip(cross_attention_modules(components.unet), cross_attention_modules(edited.unet)):
@@ -72,7 +74,7 @@ def test_default_request_moves_erased_kv_most_of_the_way(components, request_thr
 
 def test_only_cross_attention_key_value_weights_change(components, request_three):
     before = state_fingerprint(components.unet)
-    edited = uce.erase(components, request_three, uce.UCEConfig.for_minicanvas()).components
+    edited = uce.erase(components, request_three, load_registry().card("uce").build_config("minicanvas")).components
     changed = {n for n, p in edited.unet.named_parameters() if not torch.equal(p, before[n])}
     expected = {n for n in before if "attn2.to_k.weight" in n or "attn2.to_v.weight" in n}
     assert changed == expected

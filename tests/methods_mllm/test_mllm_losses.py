@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from methods.common import frozen_copy
+from methods.core.models import frozen_copy
 from methods.mllm import ga, graddiff, kl, npo
 from methods.mllm.losses import answer_nll, kl_to_reference, sequence_logprob, shifted_logits
-from methods.testbeds.miniprofiles import model_inputs
+from methods.mllm.logprobs import model_inputs
 
 
 def _batch(task, rows=None):

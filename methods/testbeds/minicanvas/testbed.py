@@ -196,6 +196,21 @@ class MiniCanvasTestbed(Testbed):
                       "style_accuracy": self.judge_info["style_accuracy"], "sha256": self.judge_info["sha256"]},
         }
 
+    @classmethod
+    def details_markdown(cls, record: dict) -> str:
+        details = record["details"]
+        if "after" not in details:
+            return "A real model: samples only (the MiniCanvas judge does not apply)."
+        after, base = details["after"], details["base"]
+        lines = ["| concept | base model | after |", "|---|---|---|"]
+        for axis in ("per_digit_accuracy", "per_style_accuracy"):
+            for concept, value in after[axis].items():
+                lines.append(f"| {concept} | {base[axis][concept]:.3f} | {value:.3f} |")
+        judge = details["judge"]
+        return ("Judge accuracy per concept (the prompted digit for digits, the prompted style for styles):\n\n"
+                + "\n".join(lines) + f"\n\nJudge held-out accuracy: object {judge['object_accuracy']:.3f}, style "
+                f"{judge['style_accuracy']:.3f} (sha256 `{judge['sha256'][:16]}...`).")
+
     # -- the figure --------------------------------------------------------------------------------------------
     def grid(self, runs: list) -> tuple:
         """(row labels, images before, images after): 4 samples for each forget prompt and a few retained ones."""

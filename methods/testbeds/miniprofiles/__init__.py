@@ -1,1 +1,17 @@
-"""MiniProfiles: a miniature MLLMU-Bench (a tiny LLaVA that memorised fictitious profiles); see testbed.py."""
+"""MiniProfiles: a miniature MLLMU-Bench (a tiny LLaVA that memorised fictitious profiles); see testbed.py.
+
+The package is split by concern (config, data, model, metrics, training, testbed); its names are also
+reachable from the package itself (`miniprofiles.build_data`), imported on first use so that reading the
+declaration (testbed.yaml) never imports torch."""
+
+import importlib
+
+_SUBMODULES = ("config", "data", "model", "metrics", "training", "testbed")
+
+
+def __getattr__(name: str):
+    for submodule in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{submodule}")
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -297,6 +297,14 @@ class MiniProfilesTestbed(Testbed):
                            "vanilla_memorised_em": self.model_info.get("memorised_em")},
         }
 
+    @classmethod
+    def details_markdown(cls, record: dict) -> str:
+        details = record["details"]
+        return ("**After unlearning** (mean ± std over splits)\n\n" + table_markdown(details["table"])
+                + "\n\n**Retrain oracle**\n\n" + table_markdown(details["oracle_table"])
+                + f"\n\nVanilla checkpoint sha256 `{details['checkpoint']['sha256'][:16]}...`; MC accuracy is "
+                "likelihood-scored over the options; generation exact match and ROUGE-L; cloze: the answer appears.")
+
     def figure(self, record: dict, runs: list, path: Path) -> Path:
         plot_tradeoff(record, runs, self.config.mc_options, path)
         return path
@@ -343,6 +351,25 @@ def pool_tables(tables: list) -> dict:
                                for metric in first[split][modality]}
                     for modality in first[split]}
             for split in first}  # fmt: skip
+
+
+def _pm(stat: dict) -> str:
+    if stat is None or stat.get("mean") is None:
+        return "–"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def table_markdown(table: dict) -> str:
+    """A pooled table (split x question type x metric, mean ± std) as Markdown."""
+    metric_names = list(next(iter(next(iter(table.values())).values())))
+    lines = ["| split | questions | " + " | ".join(metric_names) + " |", "|---" * (len(metric_names) + 2) + "|"]
+    for split, modalities in table.items():
+        for modality in ("visual", "text"):
+            row = modalities[modality]
+            if all(row[m]["mean"] is None for m in metric_names):
+                continue
+            lines.append(f"| {split} | {modality} | " + " | ".join(_pm(row[m]) for m in metric_names) + " |")
+    return "\n".join(lines)
 
 
 def plot_tradeoff(record: dict, runs: list, mc_options: int, path: Path) -> None:
