@@ -14,10 +14,12 @@ from typing import Any
 import bibtexparser
 from bibtexparser.model import Entry as BibEntry
 
-# Venues that are journals or preprint servers rather than proceedings.
+from .catalog import load_schema
+
+# Venues that are journals rather than proceedings: the schema's journal names, and these markers for other spellings.
 JOURNAL_MARKERS = ("transactions", "journal", "review", "tog", "tpami", "ijcv", "tmlr", "nature", "letters")
-# Venues that only host preprints or submissions.
-PREPRINT_VENUES = ("arxiv", "openreview", "techrxiv")
+# Venues that only host preprints or submissions, or say that the paper is unpublished.
+PREPRINT_VENUES = ("arxiv", "openreview", "techrxiv", "ssrn", "unpublished")
 LABEL_FIELDS = ("contribution", "stage", "modality", "model_family", "target")
 LINK_FIELDS = {"code": "code", "project": "project", "pdf": "pdf", "openreview": "openreview"}
 
@@ -35,7 +37,8 @@ def bib_type(paper: dict[str, Any]) -> str:
     venue = paper["venue"].lower()
     if venue in PREPRINT_VENUES:
         return "misc"
-    if any(marker in venue for marker in JOURNAL_MARKERS):
+    journals = [name.lower() for name in load_schema()["properties"]["venue"].get("x-venue-journals", [])]
+    if any(venue.startswith(name + " ") for name in journals) or any(marker in venue for marker in JOURNAL_MARKERS):
         return "article"
     return "inproceedings"
 

@@ -5,6 +5,7 @@ Every problem is collected (never only the first) and reported as ``path:line: f
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import unicodedata
@@ -73,6 +74,10 @@ def _message(error: jsonschema.ValidationError) -> str:
     return message if len(message) < 200 else message[:200] + "..."
 
 
+ATTACK_STAGE_HINT = ("remove `stage:`: it records where the paper's own unlearning intervention acts, and an attack "
+                     "does not intervene; name the stages of the attacked defences in the summary")
+
+
 def schema_problems(entry: Entry) -> list[Problem]:
     try:
         _fast_validator()(entry.data)
@@ -86,6 +91,12 @@ def schema_problems(entry: Entry) -> list[Problem]:
         if error.validator in ("if", "allOf"):
             continue  # reported through their sub-errors
         dotted = _field_of(error)
+        if error.validator == "pattern" and dotted == "venue":
+            continue  # reported with a suggested fix by venue_problem
+        if error.validator == "not" and error.validator_value == {"required": ["stage"]}:
+            problems.append(Problem(shown, entry.line_of("stage"), "stage", "attack entries carry no stage",
+                                    ATTACK_STAGE_HINT))
+            continue
         if error.validator == "required" and error.schema_path and "then" in error.schema_path:
             problems.append(Problem(shown, entry.line_of("contribution"), "stage",
                                     "is required for method and defense entries",
@@ -127,6 +138,147 @@ def _url_problems(entry: Entry, shown: str) -> list[Problem]:
     return problems
 
 
+# --- Venue format: a preprint server alone, or '<NAME> <YEAR>' with an optional track (names in the schema) -------
+
+VENUE_FORM = ("the form is `<NAME> <YEAR>` plus an optional track ({tracks}), or a preprint server alone ({servers}), "
+              "or {unpublished}; the names are in the venue description of catalog/schema/paper.schema.json")
+
+# Spellings seen in lists and bibliographies -> the vocabulary's name (keys: lower case, single spaces).
+VENUE_ALIASES = {
+    "acm ccs": "CCS", "acm sigsac ccs": "CCS", "sigsac ccs": "CCS",
+    "acm conference on computer and communications security": "CCS",
+    "nips": "NeurIPS", "neural information processing systems": "NeurIPS",
+    "tpami": "IEEE TPAMI", "ieee transactions on pattern analysis and machine intelligence": "IEEE TPAMI",
+    "tifs": "IEEE TIFS", "ieee transactions on information forensics and security": "IEEE TIFS",
+    "s&p": "IEEE S&P", "sp": "IEEE S&P", "ieee sp": "IEEE S&P", "oakland": "IEEE S&P",
+    "ieee symposium on security and privacy": "IEEE S&P",
+    "usenix": "USENIX Security", "usenix security symposium": "USENIX Security",
+    "acm multimedia": "ACM MM", "mm": "ACM MM", "acmmm": "ACM MM",
+    "tog": "ACM Transactions on Graphics", "acm tog": "ACM Transactions on Graphics",
+    "tnnls": "IEEE Transactions on Neural Networks and Learning Systems",
+    "ieee tnnls": "IEEE Transactions on Neural Networks and Learning Systems",
+    "tai": "IEEE Transactions on Artificial Intelligence", "ieee tai": "IEEE Transactions on Artificial Intelligence",
+    "ojcs": "IEEE Open Journal of the Computer Society", "ieee ojcs": "IEEE Open Journal of the Computer Society",
+    "jair": "Journal of Artificial Intelligence Research", "ijcv": "International Journal of Computer Vision",
+    "csur": "ACM Computing Surveys", "acm csur": "ACM Computing Surveys",
+    "transactions on machine learning research": "TMLR",
+    "sigkdd": "KDD", "acm sigkdd": "KDD", "the web conference": "WWW", "thewebconf": "WWW",
+    "acm siggraph": "SIGGRAPH", "acm siggraph asia": "SIGGRAPH Asia",
+    # Full names, after the filler words are dropped ("Proceedings of the IEEE/CVF Conference on ...").
+    "computer vision and pattern recognition": "CVPR", "computer vision": "ICCV", "european computer vision": "ECCV",
+    "learning representations": "ICLR", "machine learning": "ICML", "neural information processing systems": "NeurIPS",
+    "association for computational linguistics": "ACL", "empirical methods in natural language processing": "EMNLP",
+    "aaai artificial intelligence": "AAAI", "applications of computer vision": "WACV",
+}
+# Workshop acronyms: the conference plus the Workshop track.
+WORKSHOP_ACRONYMS = {"cvprw": "CVPR", "iccvw": "ICCV", "eccvw": "ECCV", "wacvw": "WACV", "spw": "IEEE S&P",
+                     "ieee spw": "IEEE S&P"}
+# Track spellings -> the vocabulary's track (matched as whole words, case-insensitive).
+TRACK_ALIASES = [
+    (r"\bfindings(?: of(?: the)?)?\b", "Findings"),
+    (r"\bworkshops?\b", "Workshop"),
+    (r"\b(?:datasets? (?:and|&) benchmarks?|d&b)(?: track)?\b", "Datasets and Benchmarks Track"),
+    (r"\bcreative ai(?: track)?\b", "Creative AI Track"),
+    (r"\bdemo(?:s|nstrations?)?(?: track)?\b", "Demo"),
+    (r"\bshort(?: papers?)?(?: track)?\b", "Short Papers"),
+]
+FILLER_WORDS = {"proceedings", "proc", "of", "the", "in", "conference", "conf", "on", "accepted", "at", "to",
+                "main", "track", "annual", "international", "ieee/cvf", "ieee", "acm", "cvf"}
+
+
+def venue_vocabulary() -> dict[str, list[str]]:
+    """The venue vocabulary of the schema: preprint servers, conference and journal names, track suffixes."""
+    spec = load_schema()["properties"]["venue"]
+    keys = ("preprint-servers", "venue-unpublished", "venue-conferences", "venue-journals", "venue-tracks")
+    return {key: list(spec.get(f"x-{key}", [])) for key in keys}
+
+
+def _regex_escape(name: str) -> str:
+    """Escape regex metacharacters only (re.escape also escapes spaces and '&', which ECMA regexes reject)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", name)
+
+
+def venue_pattern(vocabulary: dict[str, list[str]] | None = None) -> str:
+    """The regular expression of the venue format, built from the vocabulary (the schema's `pattern` must equal it)."""
+    vocab = vocabulary or venue_vocabulary()
+    names = "|".join(map(_regex_escape, vocab["venue-conferences"] + vocab["venue-journals"]))
+    alone = vocab["preprint-servers"] + vocab["venue-unpublished"]
+    return ("^(?:" + "|".join(map(_regex_escape, alone)) + "|(?:" + names + ") (?:19|20)[0-9]{2}"
+            "(?: (?:" + "|".join(map(_regex_escape, vocab["venue-tracks"])) + "))?)$")
+
+
+def _known_name(text: str, names: list[str]) -> str | None:
+    """The vocabulary name `text` stands for: the same name in any case, a known alias, or a close spelling."""
+    key = re.sub(r"\s+", " ", text.strip(" ,.;:-")).lower()
+    if not key:
+        return None
+    by_lower = {name.lower(): name for name in names}
+    for candidate in (key, " ".join(w for w in key.split() if w not in FILLER_WORDS)):
+        if candidate in by_lower:
+            return by_lower[candidate]
+        if candidate in VENUE_ALIASES:
+            return VENUE_ALIASES[candidate]
+    close = difflib.get_close_matches(key, list(by_lower), n=1, cutoff=0.85)
+    return by_lower[close[0]] if close else None
+
+
+def suggest_venue(venue: str) -> str | None:
+    """The venue in the catalog's format when `venue` is recognisably a known venue written another way."""
+    vocab = venue_vocabulary()
+    flat = re.sub(r"\s+", " ", re.sub(r"[()\[\],]", " ", venue)).strip()
+    servers = {s.lower(): s for s in vocab["preprint-servers"] + vocab["venue-unpublished"]}
+    if flat.split(" ")[0].lower() in servers:  # 'arXiv 2024', 'arxiv preprint'
+        return servers[flat.split(" ")[0].lower()]
+    year_match = re.search(r"\b((?:19|20)[0-9]{2})\b", flat)
+    year = year_match.group(1) if year_match else "<YEAR>"
+    track = next((name for pattern, name in TRACK_ALIASES if re.search(pattern, flat, re.I)), None)
+
+    def name_in(text: str) -> tuple[str | None, str | None]:
+        text = re.sub(r"\b(?:19|20)[0-9]{2}\b|'[0-9]{2}\b", " ", text)
+        for pattern, _ in TRACK_ALIASES:
+            text = re.sub(pattern, " ", text, flags=re.I)
+        key = re.sub(r"\s+", " ", re.sub(r"[()\[\],]", " ", text)).strip().lower()
+        if key in WORKSHOP_ACRONYMS:
+            return WORKSHOP_ACRONYMS[key], "Workshop"
+        return _known_name(key, vocab["venue-conferences"] + vocab["venue-journals"]), None
+
+    # 'ACM Transactions on Graphics (SIGGRAPH Asia 2023)': the name outside the parentheses, year and track anywhere.
+    name, implied_track = name_in(re.sub(r"\([^)]*\)", " ", venue)) if "(" in venue else (None, None)
+    if name is None:
+        name, implied_track = name_in(venue)
+    if name is None:
+        return None
+    track = track or implied_track
+    return f"{name} {year}" + (f" {track}" if track else "")
+
+
+def venue_problem(venue: object, year: object) -> tuple[str, str] | None:
+    """(message, hint) when `venue` breaks the venue format or names a year before the entry's `year`; else None."""
+    if not isinstance(venue, str):
+        return None  # a type problem, reported by the schema
+    vocab = venue_vocabulary()
+    form = VENUE_FORM.format(tracks=", ".join(vocab["venue-tracks"]), servers=", ".join(vocab["preprint-servers"]),
+                             unpublished=" or ".join(f"`{word}`" for word in vocab["venue-unpublished"]))
+    if not re.search(venue_pattern(vocab), venue):
+        if venue.strip().lower() == "openreview":
+            return ("'OpenReview' is not a venue", "write the venue that accepted the paper, else `arXiv` if it has an "
+                    "arXiv version, else `Unpublished`; describe the OpenReview submission in notes")
+        suggestion = suggest_venue(venue)
+        message = f"'{venue}' is not in the venue format"
+        if suggestion and "<YEAR>" in suggestion:
+            message = f"'{venue}' lacks the year"
+        elif suggestion is None:
+            message = f"'{venue}' is not a known venue"
+        fix = f"write `{suggestion}`; " if suggestion else ""
+        return message, fix + form
+    match = re.search(r" ((?:19|20)[0-9]{2})(?: |$)", venue)
+    if match and isinstance(year, int) and not isinstance(year, bool) and int(match.group(1)) < year:
+        return (f"the venue year {match.group(1)} is earlier than year {year}",
+                "`year` is the first public appearance and the venue's year that of its volume or conference, which "
+                "cannot come before it: correct one of the two")
+    return None
+
+
 def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), papers_dir: Path = PAPERS_DIR,
                      registry=None) -> list[Problem]:
     """Problems of `entries`; `reference` are further entries they must not duplicate and may refer to."""
@@ -158,6 +310,9 @@ def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), pape
         data = entry.data
         problems += schema_problems(entry)
         problems += _url_problems(entry, shown)
+        venue = venue_problem(data.get("venue"), data.get("year"))
+        if venue:
+            problems.append(Problem(shown, entry.line_of("venue"), "venue", *venue))
 
         entry_id = data.get("id")
         if isinstance(entry_id, str) and entry.path.stem != entry_id:

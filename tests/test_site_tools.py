@@ -18,7 +18,7 @@ from site_tools.__main__ import main
 from site_tools.bibtex import catalog_to_bibtex
 from site_tools.catalog import PAPERS_DIR, REPO_ROOT, load_catalog
 from site_tools.entries import make_id
-from site_tools.validate import validate_paths
+from site_tools.validate import validate_paths, venue_pattern
 
 GOOD = {
     "id": "doe2024sample",
@@ -106,6 +106,70 @@ def test_each_field_error_names_file_line_and_field(tmp_path, change, expected):
     assert any(expected in p for p in problems), problems
     assert all(p.count(":") >= 3 and "(" in p for p in problems), problems  # path:line: field: message (hint)
 
+
+
+@pytest.mark.parametrize("venue", ["arXiv", "TechRxiv", "SSRN", "Unpublished", "CVPR 2024", "ACL 2025 Findings",
+                                   "NeurIPS 2023 Workshop", "NeurIPS 2025 Datasets and Benchmarks Track", "TMLR 2025",
+                                   "IEEE S&P 2024 Workshop", "ACM Transactions on Graphics 2023", "CCS 2024",
+                                   "SIGGRAPH Asia 2023", "Journal of Artificial Intelligence Research 2024"])
+def test_venues_in_the_format_are_valid(tmp_path, venue):
+    entry = {**GOOD, "year": 2023, "venue": venue}  # the venue's year may be later than the year of first appearance
+    assert problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(entry, sort_keys=False)) == []
+
+
+FORM = "the form is `<NAME> <YEAR>` plus an optional track"
+
+
+@pytest.mark.parametrize("venue, expected", [
+    ("NeurIPS 2023 Workshops", "venue: 'NeurIPS 2023 Workshops' is not in the venue format (write `NeurIPS 2023 Workshop`; " + FORM),
+    ("IEEE S&P 2024 Workshops", "is not in the venue format (write `IEEE S&P 2024 Workshop`; "),
+    ("ACM CCS 2024", "venue: 'ACM CCS 2024' is not in the venue format (write `CCS 2024`; " + FORM),
+    ("TMLR", "venue: 'TMLR' lacks the year (write `TMLR <YEAR>`; " + FORM),
+    ("Nature Machine Intelligence", "lacks the year (write `Nature Machine Intelligence <YEAR>`; "),
+    ("OpenReview", "venue: 'OpenReview' is not a venue (write the venue that accepted the paper, else `arXiv` if it "
+                   "has an arXiv version, else `Unpublished`; describe the OpenReview submission in notes)"),
+    ("arXiv 2024", "venue: 'arXiv 2024' is not in the venue format (write `arXiv`; "),
+    ("arxiv preprint", "(write `arXiv`; "),
+    ("ACL 2025 (Findings)", "(write `ACL 2025 Findings`; "),
+    ("Findings of EMNLP 2024", "(write `EMNLP 2024 Findings`; "),
+    ("ACM Transactions on Graphics (SIGGRAPH Asia 2023)", "(write `ACM Transactions on Graphics 2023`; "),
+    ("Neurips 2024", "(write `NeurIPS 2024`; "),
+    ("CVPRW 2024", "(write `CVPR 2024 Workshop`; "),
+    ("TPAMI 2024", "(write `IEEE TPAMI 2024`; "),
+    ("Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition 2024", "(write `CVPR 2024`; "),
+    ("NeurIPS 2024 Datasets & Benchmarks", "(write `NeurIPS 2024 Datasets and Benchmarks Track`; "),
+    ("Foo Symposium 2024", "venue: 'Foo Symposium 2024' is not a known venue (" + FORM),
+    ("CVPR 2023", "venue: the venue year 2023 is earlier than year 2024 (`year` is the first public appearance"),
+])
+def test_venue_outside_the_format_gets_one_line_with_the_fix(tmp_path, venue, expected):
+    problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump({**GOOD, "venue": venue}, sort_keys=False))
+    assert len(problems) == 1 and "\n" not in problems[0], problems
+    assert problems[0].startswith("doe2024sample.yaml:4: venue: ") or "papers/doe2024sample.yaml:4: venue: " in problems[0]
+    assert expected in problems[0], problems
+
+
+def test_schema_venue_pattern_is_built_from_its_vocabulary():
+    """The schema's pattern is what tools other than validate check; it must say the same as the vocabulary."""
+    schema = json.loads((REPO_ROOT / "catalog" / "schema" / "paper.schema.json").read_text())
+    venue = schema["properties"]["venue"]
+    assert venue["pattern"] == venue_pattern()
+    for name in venue["x-venue-conferences"] + venue["x-venue-journals"] + venue["x-preprint-servers"]:
+        assert name in venue["description"], name
+
+
+def test_attack_entry_with_a_stage_is_an_error(tmp_path):
+    attack = {**GOOD, "contribution": "attack"}
+    problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(attack, sort_keys=False))
+    assert len(problems) == 1, problems
+    assert "doe2024sample.yaml:8: stage: attack entries carry no stage (remove `stage:`: it records where the " \
+           "paper's own unlearning intervention acts" in problems[0], problems
+    attack.pop("stage")
+    assert problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(attack, sort_keys=False)) == []
+
+
+def test_catalog_attack_entries_carry_no_stage():
+    attacks = [p for p in load_catalog() if p["contribution"] == "attack"]
+    assert attacks and not [p["id"] for p in attacks if "stage" in p]
 
 def card_problems(tmp_path: Path, method_card, notebooks=("ga", "npo")) -> list[str]:
     """Problems of GOOD with `method_card`, in a catalog folder whose notebooks/ holds the named card notebooks."""

@@ -368,6 +368,8 @@ def _type_summary(spec: dict[str, Any]) -> str:
         return md.text(f"list of {inner}")
     if "enum" in spec:
         return md.text("one of the values below")
+    if spec.get("pattern") and len(spec["pattern"]) > 80:  # e.g. the venue: its vocabulary is in the description
+        return md.text(f"{kind} in the format of the description")
     if spec.get("pattern"):
         return md.text(kind) + f" matching {md.code(spec['pattern'])}"
     return md.text(kind)

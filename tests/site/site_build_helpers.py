@@ -29,7 +29,7 @@ HOSTILE_PAPERS = [
         "authors": ["<img src=x onerror=alert(4)>", "Ann O'Hara & {{ jinja }}"],
         "year": 2024,
         "month": 5,
-        "venue": "<b>CVPR</b> 2024 $x$",
+        "venue": "IEEE S&P 2024 Workshop",  # validate admits no markup in a venue, but '&' must still be escaped
         "links": {"arxiv": "2405.00001", "code": "https://example.org/code?a=1&b=2"},
         "contribution": "benchmark",
         "modality": ["image"],
