@@ -373,6 +373,14 @@ def _registry():
         return None, [Problem(display_path(registry_path()), 1, "cards", str(error), "fix the registry file")]
 
 
+def _registry_applies(papers_dir: Path) -> bool:
+    """The repository's registry describes the repository's catalog; another catalog (a fork's, a test's) is checked
+    against a registry only when one is named ($MMU_ATLAS_REGISTRY)."""
+    from methods.registry import REGISTRY_VARIABLE
+
+    return papers_dir.resolve() == PAPERS_DIR.resolve() or bool(os.environ.get(REGISTRY_VARIABLE))
+
+
 def registry_problems(entries: list[Entry]) -> list[Problem]:
     """The other direction of the method_card cross-check: every catalog id a registered card gives exists and names
     the card in its method_card."""
@@ -404,6 +412,6 @@ def validate_paths(paths: list[Path] | None, papers_dir: Path = PAPERS_DIR) -> t
     if paths and papers_dir.exists():
         reference, _ = load_entries([papers_dir])  # duplicates and cross-references span the whole catalog
     problems += validate_entries(entries, reference, papers_dir=papers_dir)
-    if not paths:  # the whole catalog: the registry's side of the cross-check too
+    if not paths and _registry_applies(papers_dir):  # the whole catalog: the registry's side of the cross-check
         problems += registry_problems(entries)
     return len(entries), problems

@@ -18,6 +18,7 @@ from site_tools.__main__ import main
 from site_tools.bibtex import catalog_to_bibtex
 from site_tools.catalog import PAPERS_DIR, REPO_ROOT, load_catalog
 from site_tools.entries import make_id
+from registry_helpers import card_entry, write_registry
 from site_tools.validate import validate_paths, venue_pattern
 
 GOOD = {
@@ -96,7 +97,7 @@ def test_alias_bomb_is_refused_quickly(tmp_path):
         ({"homepage": "https://x.org"}, "homepage: unknown field"),
         ({"id": "other2024name"}, "id: 'other2024name' differs from the file name"),
         ({"benchmarks": ["nosuch2024bench"]}, "benchmarks.0: no catalog entry has id 'nosuch2024bench'"),
-        ({"method_card": "nosuchcard"}, "method_card: no executable card 'nosuchcard'"),
+        ({"method_card": "nosuchcard"}, "method_card: no registered card 'nosuchcard'"),
         ({"summary": "short"}, "summary: 'short' is too short"),
     ],
 )
@@ -171,15 +172,17 @@ def test_catalog_attack_entries_carry_no_stage():
     attacks = [p for p in load_catalog() if p["contribution"] == "attack"]
     assert attacks and not [p["id"] for p in attacks if "stage" in p]
 
-def card_problems(tmp_path: Path, method_card, notebooks=("ga", "npo")) -> list[str]:
-    """Problems of GOOD with `method_card`, in a catalog folder whose notebooks/ holds the named card notebooks."""
+def card_problems(tmp_path: Path, method_card, cards=("ga", "npo"), whole=False) -> list[str]:
+    """Problems of GOOD with `method_card`, against a registry whose cards (MiniProfiles) list GOOD as their paper;
+    `whole` validates the whole folder, which adds the registry's side of the cross-check."""
     papers = tmp_path / "catalog" / "papers"
     papers.mkdir(parents=True)
-    (tmp_path / "notebooks").mkdir()
-    for name in notebooks:
-        (tmp_path / "notebooks" / f"{name}.ipynb").write_text("{}")
+    registry = write_registry(tmp_path / "registry.yaml",
+                              {name: card_entry("miniprofiles", [GOOD["id"]]) for name in cards})
     path = write(papers, "doe2024sample.yaml", yaml.safe_dump({**GOOD, "method_card": method_card}, sort_keys=False))
-    _, problems = validate_paths([path], papers_dir=papers)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMU_ATLAS_REGISTRY", str(registry))
+        _, problems = validate_paths(None if whole else [path], papers_dir=papers)
     return [str(p) for p in problems]
 
 
@@ -189,8 +192,8 @@ def test_method_card_is_one_name_or_a_list_of_names(tmp_path):
 
 
 @pytest.mark.parametrize("method_card, expected", [
-    (["ga", "nosuch"], "method_card.1: no executable card 'nosuch' (expected notebooks/nosuch.ipynb)"),
-    ("nosuch", "method_card: no executable card 'nosuch'"),
+    (["ga", "nosuch"], "method_card.1: no registered card 'nosuch' in "),
+    ("nosuch", "method_card: no registered card 'nosuch'"),
     (["ga", "Bad-Name"], "method_card.1: 'Bad-Name' does not match"),
     (["ga", "ga"], "method_card: ['ga', 'ga'] has non-unique elements"),
     ([], "method_card: [] should be non-empty"),
@@ -200,6 +203,27 @@ def test_bad_method_card_names_the_field(tmp_path, method_card, expected):
     problems = card_problems(tmp_path, method_card)
     assert any(expected in p for p in problems), problems
     assert all("doe2024sample.yaml:" in p for p in problems), problems
+
+
+def test_registry_and_catalog_name_each_other(tmp_path):
+    """Both directions: a paper names a card that lists another paper; a card lists a paper that names no card."""
+    problems = card_problems(tmp_path / "a", "ga", cards=("ga",), whole=True)
+    assert problems == []
+    problems = card_problems(tmp_path / "b", "npo", cards=("ga", "npo"), whole=True)
+    assert any("registry.yaml:" in p and "cards.ga.catalog.0: " in p and "does not name the card 'ga'" in p
+               and "add method_card: ga" in p for p in problems), problems
+    registry = write_registry(tmp_path / "c" / "registry.yaml", {"ga": card_entry("miniprofiles", ["doe2024sample"])})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMU_ATLAS_REGISTRY", str(registry))
+        other = {**GOOD, "id": "roe2024other", "links": {"arxiv": "2401.99998"}, "title": "Another Sample Paper",
+                 "method_card": "ga"}
+        papers = tmp_path / "c" / "catalog" / "papers"
+        papers.mkdir(parents=True)
+        write(papers, "roe2024other.yaml", yaml.safe_dump(other, sort_keys=False))
+        _, problems = validate_paths(None, papers_dir=papers)
+    messages = [str(p) for p in problems]
+    assert any("method_card: card 'ga' does not list 'roe2024other' among its catalog ids" in m for m in messages)
+    assert any("cards.ga.catalog.0: no catalog entry has id 'doe2024sample'" in m for m in messages), messages
 
 
 def test_missing_stage_for_a_method_is_reported(tmp_path):
