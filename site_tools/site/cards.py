@@ -157,7 +157,7 @@ class Card:
 
     @property
     def label(self) -> str:
-        """A short name for menus: the title up to a colon or a comma ('ESD', 'Gradient Ascent (GA)')."""
+        """A short name for menus: the title up to its first colon or comma, or the card's name."""
         short = re.split(r":|,", self.title, maxsplit=1)[0].strip()
         return short if short and len(short) <= 40 else self.name
 
@@ -282,7 +282,7 @@ def testbed_title(card: Card) -> str:
 
 
 def provenance(card: Card, capital: bool = False) -> str:
-    """'reproduced on MiniCanvas on 2026-11-22 at commit `fd86b9d`' (Markdown)."""
+    """'reproduced on <testbed> on <date> at commit `<short hash>`' (Markdown)."""
     results = card.results
     if results is None:
         return "Not yet executed" if capital else "not yet executed"
@@ -429,8 +429,8 @@ def _relative(from_src: str, to_src: str) -> str:
 
 
 def card_link(from_src: str, card: Card, card_pages: dict[str, str], long: bool = True) -> str:
-    """The card linked to its page when the page is part of the build: 'ESD `esd`', or just 'esd' (`long=False`,
-    for wide tables)."""
+    """The card linked to its page when the page is part of the build: its label and name, or just its name
+    (`long=False`, for wide tables)."""
     if card.name not in card_pages:
         return md.code(card.name)
     target = _relative(from_src, card_pages[card.name])
@@ -535,7 +535,7 @@ def testbed_board(bed: TestbedSpec, cards: list[Card], card_pages: dict[str, str
 
 
 def _reproduced_line(cards: list[Card], title: str) -> str:
-    """'Reproduced on MiniCanvas on 2026-11-22 at commit `fd86b9d`', or the span of dates and commits of the rows."""
+    """'Reproduced on <testbed> on <date> at commit `<short hash>`', or the span of dates and commits of the rows."""
     runs = [card.results for card in cards if card.results is not None]
     missing = len(cards) - len(runs)
     pending = f" {missing} card{'s' if missing != 1 else ''} not yet executed." if missing else ""

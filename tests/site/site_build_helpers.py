@@ -75,36 +75,71 @@ HOSTILE_PAPERS = [
 ]
 
 
-# The testbed of each card of the hostile catalog (its notebook's out_dir parameter says so).
+# The testbed of each card of the hostile catalog (its registry entry says so).
 HOSTILE_CARDS = {"plain_card": "minicanvas", "canvas_todo": "minicanvas", "profile_card": "miniprofiles"}
 SAVED_OUTPUT = "saved output of {name}: the site shows it without running the notebook"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
-# A MiniCanvas run (the fields the site reads; real files have more) whose UA misses the 0.85 bar.
-MINICANVAS_RESULTS = {
-    "method": "plain_card", "testbed": "minicanvas", "scale": "ci", "forget": "three", "seed": 0,
-    "metrics": {"UA": 0.5125, "IRA": 0.9611, "CRA": 0.9986, "FD": 61.25, "forget_accuracy": 0.4875},
-    "base_metrics": {"UA": 0.0375, "IRA": 0.9778, "CRA": 0.9986, "FD": 52.71, "forget_accuracy": 0.9625},
-    "method_wall_time_s": 12.5, "memory": {"peak_rss_mb": 812.4}, "git_commit": COMMIT,
-}
+
+def stat(mean, std=None):
+    return {"mean": mean, "std": std}
+
+
+def results_record(card: str, testbed: str, metrics: dict, references: dict, *, date="2026-01-02T03:04:05+00:00",
+                   commit=COMMIT, method_s=stat(12.5), memory=812.4, requests=None, **extra) -> dict:
+    """A results record of schema v1 (what `python -m methods run` writes) with the given metrics."""
+    return {
+        "schema_version": 1, "card": card, "kind": "unlearn", "modality": "t2i" if testbed == "minicanvas" else "mllm",
+        "testbed": testbed, "catalog_ids": [], "date": date, "git": {"commit": commit, "dirty": False}, "seed": 0,
+        "scale": "ci", "device": "cpu", "model": None,
+        "request": {"requests": requests if requests is not None else [{"forget": "three", "anchor": "eight"}]},
+        "config": {"lamb": 0.5}, "config_defaults": {"lamb": 0.5}, "adaptations": {}, "testbed_config": {},
+        "versions": {"torch": "2.13.0"}, "metrics": metrics, "references": references,
+        "bar": {"text": "written by the run", "met": None}, "timings": {"method_s": method_s, "total_s": stat(40.0)},
+        "memory": {"peak_rss_mb": memory}, "details": {}, "figure": "samples.png" if testbed == "minicanvas" else None,
+        **extra,
+    }
+
+
+# A MiniCanvas run whose UA misses the 0.85 bar.
+MINICANVAS_RESULTS = results_record(
+    "plain_card", "minicanvas",
+    {"UA": stat(0.5125), "IRA": stat(0.9611), "CRA": stat(0.9986), "FD": stat(61.25), "forget_accuracy": stat(0.4875)},
+    {"base": {"UA": stat(0.0375), "IRA": stat(0.9778), "CRA": stat(0.9986), "FD": stat(52.71),
+              "forget_accuracy": stat(0.9625)}})
 HEADLINE = ("forget_acc", "forget_paraphrase_acc", "retain_acc", "real_world_acc", "utility_acc")
-MINIPROFILES_RESULTS = {
-    "method": "profile_card", "testbed": "miniprofiles", "scale": "ci", "seed": 0, "date": "2026-01-02",
-    "forget_acc": 0.0903, "forget_paraphrase_acc": 0.066, "retain_acc": 0.5941, "real_world_acc": 0.7229,
-    "utility_acc": 0.4907, "headline_std": dict.fromkeys(HEADLINE, 0.0123),
-    "forget_quality_gap": {"mean": 0.0373, "std": 0.007},
-    "base": {key: {"mean": 0.99, "std": 0.0} for key in HEADLINE},
-    "oracle": {key: {"mean": 0.0868 if key.startswith("forget") else 0.9977, "std": 0.05} for key in HEADLINE},
-    "unlearn_time_s": {"mean": 2.4, "std": 0.06}, "peak_rss_mb": 748.3,
-}
+MINIPROFILES_RESULTS = results_record(
+    "profile_card", "miniprofiles",
+    {"forget_acc": stat(0.0903, 0.0123), "forget_paraphrase_acc": stat(0.066, 0.0123), "retain_acc": stat(0.5941, 0.0123),
+     "real_world_acc": stat(0.7229, 0.0123), "utility_acc": stat(0.4907, 0.0123), "forget_quality_gap": stat(0.0373, 0.007)},
+    {"base": {key: stat(0.99, 0.0) for key in HEADLINE},
+     "oracle": {**{key: stat(0.0868 if key.startswith("forget") else 0.9977, 0.05) for key in HEADLINE},
+                "forget_quality_gap": stat(0.0, 0.0)}},
+    commit=None, method_s=stat(2.4, 0.06), memory=748.3,
+    requests=[{"forget_ids": ["p01"]}, {"forget_ids": ["p02"]}, {"forget_ids": ["p03"]}])
+
+
+def write_registry(path: Path, cards: dict[str, str] | None = None) -> Path:
+    """A registry with a card per (name, testbed) of `cards` (default: the hostile catalog's), each naming the papers
+    of HOSTILE_PAPERS whose method_card lists it."""
+    from registry_helpers import card_entry, write_registry as write
+
+    cards = HOSTILE_CARDS if cards is None else cards
+    entries = {}
+    for name, testbed in cards.items():
+        catalog = [paper["id"] for paper in HOSTILE_PAPERS
+                   if name in ([paper.get("method_card")] if isinstance(paper.get("method_card"), str)
+                               else paper.get("method_card") or [])]
+        entries[name] = card_entry(testbed, catalog or ["plain2024method"], title=f"Card {name}: a test card")
+    return write(path, entries)
 
 
 def write_notebook(path: Path, name: str, testbed: str) -> Path:
-    """A small card notebook as papermill leaves it: a title, a parameters cell naming its results folder, and a code
-    cell with a saved output."""
+    """A small card notebook as papermill leaves it: a title, a parameters cell, and a code cell with a saved
+    output."""
     notebook = new_notebook(cells=[
         new_markdown_cell(f"# Card {name} on {testbed}\n\nA test notebook; math stays text: $\\epsilon_\\theta$."),
-        new_code_cell(f'scale = "ci"\nseed = 0\nout_dir = "results/{testbed}/{name}"', metadata={"tags": ["parameters"]}),
+        new_code_cell(f'testbed = "{testbed}"\nscale = "ci"\nseed = 0', metadata={"tags": ["parameters"]}),
         new_code_cell(f"print({SAVED_OUTPUT.format(name=name)!r})", execution_count=1,
                       outputs=[new_output("stream", name="stdout", text=SAVED_OUTPUT.format(name=name) + "\n")]),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
@@ -114,8 +149,8 @@ def write_notebook(path: Path, name: str, testbed: str) -> Path:
 
 
 def write_catalog(folder: Path, papers: list[dict], testbeds: dict[str, str] | None = None) -> Path:
-    """folder/catalog/papers/<id>.yaml, plus folder/notebooks/<card>.ipynb for every card the papers name (validation
-    expects them; the site renders them), on the testbed `testbeds` gives (default MiniCanvas)."""
+    """folder/catalog/papers/<id>.yaml, plus folder/notebooks/<card>.ipynb for every card the papers name (the site
+    renders them), on the testbed `testbeds` gives (default MiniCanvas), and folder/registry.yaml registering them."""
     papers_dir = folder / "catalog" / "papers"
     papers_dir.mkdir(parents=True)
     testbeds = HOSTILE_CARDS if testbeds is None else testbeds
@@ -125,6 +160,7 @@ def write_catalog(folder: Path, papers: list[dict], testbeds: dict[str, str] | N
         cards = paper.get("method_card") or []
         for name in [cards] if isinstance(cards, str) else cards:
             write_notebook(folder / "notebooks" / f"{name}.ipynb", name, testbeds.get(name, "minicanvas"))
+    write_registry(folder / "registry.yaml", testbeds)
     return papers_dir
 
 
@@ -137,13 +173,18 @@ def write_results(folder: Path, runs: dict[tuple[str, str], dict | str]) -> Path
     return folder
 
 
-def run_build(site_dir: Path, papers_dir: Path | None = None, results_dir: Path | None = None) -> subprocess.CompletedProcess:
+def run_build(site_dir: Path, papers_dir: Path | None = None, results_dir: Path | None = None,
+              registry: Path | None = None) -> subprocess.CompletedProcess:
     """`mkdocs build --strict` as `make build` runs it. `papers_dir` replaces the catalog (ATLAS_PAPERS_DIR; the
-    cards' notebooks are read beside it), `results_dir` the results folder (ATLAS_RESULTS_DIR). The notebooks'
-    rendering cache goes beside the site, so test builds leave the repository's cache alone."""
+    cards' notebooks are read beside it, and the registry written by `write_catalog` beside them unless `registry`
+    is given), `results_dir` the results folder (ATLAS_RESULTS_DIR). The notebooks' rendering cache goes beside the
+    site, so test builds leave the repository's cache alone."""
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", MPLBACKEND="Agg",
                ATLAS_NOTEBOOK_CACHE=str(site_dir.parent / f"{site_dir.name}-notebook-cache"))
-    for name, value in (("ATLAS_PAPERS_DIR", papers_dir), ("ATLAS_RESULTS_DIR", results_dir)):
+    if registry is None and papers_dir is not None and (papers_dir.parent.parent / "registry.yaml").exists():
+        registry = papers_dir.parent.parent / "registry.yaml"
+    for name, value in (("ATLAS_PAPERS_DIR", papers_dir), ("ATLAS_RESULTS_DIR", results_dir),
+                        ("MMU_ATLAS_REGISTRY", registry)):
         env.pop(name, None)
         if value is not None:
             env[name] = str(value)
@@ -151,9 +192,10 @@ def run_build(site_dir: Path, papers_dir: Path | None = None, results_dir: Path 
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def build_site(site_dir: Path, papers_dir: Path | None = None, results_dir: Path | None = None) -> Path:
+def build_site(site_dir: Path, papers_dir: Path | None = None, results_dir: Path | None = None,
+               registry: Path | None = None) -> Path:
     """A strict build that must succeed without a warning."""
-    result = run_build(site_dir, papers_dir, results_dir)
+    result = run_build(site_dir, papers_dir, results_dir, registry)
     assert result.returncode == 0, f"mkdocs build failed:\n{result.stdout}\n{result.stderr}"
     warnings = [line for line in result.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
     assert not warnings, "\n".join(warnings)

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from registry_helpers import card_entry
+from registry_helpers import write_registry as write_registry_file
 from site_build_helpers import (HOSTILE_CARDS, HOSTILE_PAPERS, MINICANVAS_RESULTS, MINIPROFILES_RESULTS, SAVED_OUTPUT,
-                                run_build, write_catalog, write_notebook, write_results)
+                                results_record, run_build, stat, write_catalog, write_notebook, write_registry,
+                                write_results)
+from methods.registry import load_registry
 from site_tools.site import cards
 
 
@@ -47,10 +51,13 @@ def test_card_page_shows_the_saved_notebook_under_a_header(hostile_site: Path):
     assert "A Plain Method That Evaluates on the Hostile Benchmark" in text and "testbed MiniCanvas" in text
     assert 'href="../../leaderboards/#minicanvas"' in header and 'href="../"' in header
     assert "UA ↑ 0.512 0.037" in text, "the card's result beside the base model's"
-    assert "Quality bar (UA ≥ 0.85, IRA and CRA at most 0.10 below the base model): missed" in text
-    assert re.search(r"Reproduced on MiniCanvas on \d{4}-\d{2}-\d{2} at commit 0123456 \(forget three, ci scale, "
-                     r"seed 0\)", text), text
+    # what the paper reports beside what the testbed shows, with the bar's verdict and the numbers behind it
+    assert "What the paper reports What MiniCanvas shows" in text
+    assert "The paper reports 42% on its benchmark. (Table 1; verified)" in text
+    assert "Bar: UA ≥ 0.85, IRA ≥ base − 0.1, CRA ≥ base − 0.1 — missed (UA 0.512; IRA 0.961; CRA 0.999)" in text
+    assert ("Reproduced on MiniCanvas on 2026-01-02 at commit 0123456 (forget three, ci scale, seed 0)") in text
     assert "python -m methods run plain_card --testbed minicanvas --seed 0" in text
+    assert "Fidelity. Follows owner/repo@0123456, train.py." in text
     # The notebook follows, with the output saved in the file: the build never runs it.
     notebook = html[html.index("jupyter-wrapper"):]
     assert SAVED_OUTPUT.format(name="plain_card") in notebook and "Card plain_card on minicanvas" in notebook
@@ -64,6 +71,7 @@ def test_card_without_results_is_not_yet_executed(hostile_site: Path):
     html = page(hostile_site, "cards/canvas_todo")
     text = text_of(section(html, '<div class="atlas-card">', "jupyter-wrapper"))
     assert "Not yet executed: there is no results/minicanvas/canvas_todo/metrics.json yet" in text
+    assert "— not yet measured" in text
     assert "python -m methods run canvas_todo --testbed minicanvas --seed 0" in text
     assert not (hostile_site / "cards" / "canvas_todo" / "metrics.json").exists()
     # Its catalog entry is the hostile benchmark: linked, its title as text.
@@ -71,13 +79,12 @@ def test_card_without_results_is_not_yet_executed(hostile_site: Path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Unlearning" in html and "<script>alert" not in html
 
 
-def test_miniprofiles_card_shows_mean_std_base_and_oracle(hostile_site: Path):
+def test_miniprofiles_card_shows_mean_std_and_every_reference(hostile_site: Path):
     text = text_of(section(page(hostile_site, "cards/profile_card"), '<div class="atlas-card">', "jupyter-wrapper"))
-    assert "Metric profile_card Base model Retrain oracle" in text
+    assert ("Metric profile_card Fine-tuned model (no unlearning) Retrain oracle (never saw the forget set)") in text
     assert "Forget ↓ 0.090 ± 0.012 0.990 ± 0.000 0.087 ± 0.050" in text
-    assert "Forget-quality gap to the oracle ↓ 0.037 ± 0.007" in text
-    # The file's `date` field wins over its modification time; a run without git_commit says so.
-    assert "Reproduced on MiniProfiles on 2026-01-02 at an unrecorded commit" in text
+    assert "Forget-quality gap ↓ 0.037 ± 0.007 — 0.000 ± 0.000" in text
+    assert "Reproduced on MiniProfiles on 2026-01-02 at an unrecorded commit (3 forget splits, ci scale, seed 0)" in text
 
 
 def test_cards_index_lists_every_card_with_its_headline(hostile_site: Path):
@@ -85,8 +92,8 @@ def test_cards_index_lists_every_card_with_its_headline(hostile_site: Path):
     for name in HOSTILE_CARDS:
         assert f'href="{name}/"' in html, name
     minicanvas = body_rows(section(html, 'id="minicanvas"', 'id="miniprofiles"'))
-    assert [row.split()[-1] if "not yet" not in row else "todo" for row in minicanvas] == ["todo", "0123456"]
-    assert "UA 0.512 · IRA 0.961 · CRA 0.999 · FD 61.2" in minicanvas[1]
+    assert [row.split()[-1] if "not yet" not in row else "todo" for row in minicanvas] == ["0123456", "todo"]
+    assert "UA 0.512 · IRA 0.961 · CRA 0.999 · FD 61.2" in minicanvas[0]
     assert "Forget 0.090 · Retain 0.594 · Utility 0.491" in body_rows(section(html, 'id="miniprofiles"'))[0]
 
 
@@ -100,26 +107,28 @@ def test_paper_pages_link_each_of_their_cards(hostile_site: Path):
 def test_minicanvas_leaderboard(hostile_site: Path):
     html = page(hostile_site, "leaderboards")
     board = section(html, 'id="minicanvas"', 'id="miniprofiles"')
-    assert re.search(r"Reproduced on MiniCanvas on \d{4}-\d{2}-\d{2} at commit", text_of(board))
+    assert "Reproduced on MiniCanvas on 2026-01-02 at commit" in text_of(board)
     rows = body_rows(board)
-    assert rows[0].startswith("canvas_todo") and rows[0].endswith("not yet executed")
-    assert rows[1].startswith("plain_card 0.512 0.961 0.999 61.2 12.5 s 812 MB missed")
+    assert rows[0].startswith("plain_card 0.512 0.961 0.999 61.2 12.5 s 812 MB missed")
+    assert rows[1].startswith("canvas_todo") and rows[1].endswith("not yet executed")
     assert rows[2] == "Base model (no unlearning) 0.037 0.978 0.999 52.7 — — —"
     assert len(rows) == 3
     assert 'class="atlas-bar atlas-bar--missed"' in board, "a missed bar is flagged, the row still shown"
+    assert "plain_card: UA ≥ 0.85, IRA ≥ base − 0.1, CRA ≥ base − 0.1" in text_of(board)
+    assert 'src="minicanvas-plot.svg"' in board
 
 
-def test_miniprofiles_leaderboard_and_tradeoff_plot(hostile_site: Path):
+def test_miniprofiles_leaderboard_and_plot(hostile_site: Path):
     html = page(hostile_site, "leaderboards")
     board = section(html, 'id="miniprofiles"')
     rows = body_rows(board)
     assert rows[0] == ("profile_card 0.090 ± 0.012 0.066 ± 0.012 0.594 ± 0.012 0.723 ± 0.012 0.491 ± 0.012 "
                        "0.037 ± 0.007 2.40 ± 0.06 s 748 MB met 2026-01-02 · unrecorded")
-    assert rows[1].startswith("Base model (no unlearning) 0.990 ± 0.000")
+    assert rows[1].startswith("Fine-tuned model (no unlearning) 0.990 ± 0.000")
     assert rows[2].startswith("Retrain oracle (never saw the forget set) 0.087 ± 0.050")
-    assert 'src="miniprofiles-tradeoff.svg"' in board
-    svg = (hostile_site / "leaderboards" / "miniprofiles-tradeoff.svg").read_text()
-    assert svg.startswith("<?xml") and "profile_card" in svg and "retrain oracle" in svg
+    assert 'src="miniprofiles-plot.svg"' in board
+    svg = (hostile_site / "leaderboards" / "miniprofiles-plot.svg").read_text()
+    assert svg.startswith("<?xml") and "profile_card" in svg and "Retrain oracle" in svg
 
 
 def test_card_pages_need_nothing_from_the_network(hostile_site: Path):
@@ -150,67 +159,99 @@ def test_malformed_results_file_fails_the_build_naming_it(tmp_path: Path):
 CANVAS = MINICANVAS_RESULTS
 
 
-@pytest.mark.parametrize("testbed, content, expected", [
-    ("minicanvas", "{", "not a readable JSON file"),
-    ("minicanvas", "[1, 2]", "the top level is not a JSON object"),
-    ("minicanvas", {**CANVAS, "metrics": {"IRA": 1.0, "CRA": 1.0, "FD": 1.0}}, "metrics.UA is missing (a number is expected)"),
-    ("minicanvas", {**CANVAS, "metrics": {**CANVAS["metrics"], "FD": "low"}}, 'metrics.FD is "low", not a number'),
-    ("minicanvas", {**CANVAS, "metrics": 0.9}, "metrics is not a JSON object"),
-    ("minicanvas", {**CANVAS, "memory": {"peak_rss_mb": True}}, "memory.peak_rss_mb is true, not a number"),
-    ("minicanvas", {**CANVAS, "git_commit": ["x"]}, "git_commit is"),
-    ("miniprofiles", {k: v for k, v in MINIPROFILES_RESULTS.items() if k != "retain_acc"}, "retain_acc is missing"),
-    ("miniprofiles", {**MINIPROFILES_RESULTS, "oracle": {"forget_acc": {"mean": "x"}}}, "oracle.forget_acc.mean is"),
+@pytest.mark.parametrize("content, expected", [
+    ("{", "not a readable JSON file"),
+    ("[1, 2]", "the top level is not a JSON object"),
+    ({k: v for k, v in CANVAS.items() if k != "schema_version"}, "schema_version is None, expected 1"),
+    ({k: v for k, v in CANVAS.items() if k != "metrics"}, "(top level): 'metrics' is a required property"),
+    ({**CANVAS, "metrics": {**CANVAS["metrics"], "FD": "low"}}, "metrics.FD: 'low' is not of type 'object', 'null'"),
+    ({**CANVAS, "metrics": {**CANVAS["metrics"], "FD": {"mean": "low", "std": None}}}, "metrics.FD.mean: 'low'"),
+    ({**CANVAS, "memory": {"peak_rss_mb": True}}, "memory.peak_rss_mb: True is not of type 'number'"),
+    ({**CANVAS, "git": {"commit": ["x"], "dirty": False}}, "git.commit: ['x'] is not of type"),
+    ({**CANVAS, "details": {"cache": "/home/someone/.cache/x"}}, "details.cache: holds an absolute path"),
+    ({**CANVAS, "card": "other"}, "holds card 'other' on 'minicanvas', expected 'card' on 'minicanvas'"),
 ])
-def test_malformed_results_name_the_file_and_the_field(tmp_path: Path, testbed, content, expected):
-    path = write_results(tmp_path, {(testbed, "card"): content}) / testbed / "card" / "metrics.json"
+def test_malformed_results_name_the_file_and_the_field(tmp_path: Path, content, expected):
+    path = write_results(tmp_path, {("minicanvas", "card"): content}) / "minicanvas" / "card" / "metrics.json"
     with pytest.raises(cards.CardError) as error:
-        cards.load_results(path, testbed)
+        cards.load_results(path, "card", "minicanvas")
     assert str(error.value).startswith(f"{path}: ") and expected in str(error.value), str(error.value)
 
 
 def test_absent_results_and_dates(tmp_path: Path):
-    assert cards.load_results(tmp_path / "minicanvas" / "x" / "metrics.json", "minicanvas") is None
-    path = write_results(tmp_path, {("minicanvas", "x"): CANVAS}) / "minicanvas" / "x" / "metrics.json"
-    os.utime(path, (1_700_000_000, 1_700_000_000))  # 2023-11-14 UTC
-    results = cards.load_results(path, "minicanvas")
-    assert results is not None and results.date == "2023-11-14" and results.commit == CANVAS["git_commit"]
-    assert results.metrics["FD"] == (61.25, None) and results.base["UA"] == (0.0375, None)
-    path.write_text(json.dumps({**CANVAS, "date": "2025-02-03T10:00:00Z"}))
-    assert cards.load_results(path, "minicanvas").date == "2025-02-03"
+    assert cards.load_results(tmp_path / "minicanvas" / "x" / "metrics.json", "x", "minicanvas") is None
+    record = {**CANVAS, "card": "x", "date": "2025-02-03T10:00:00+00:00"}
+    path = write_results(tmp_path, {("minicanvas", "x"): record}) / "minicanvas" / "x" / "metrics.json"
+    results = cards.load_results(path, "x", "minicanvas")
+    assert results.date == "2025-02-03" and results.commit == CANVAS["git"]["commit"]
+    assert results.metrics["FD"] == (61.25, None) and results.references["base"]["UA"] == (0.0375, None)
 
 
-def test_discover_finds_cards_and_their_testbeds(tmp_path: Path):
+def _registry(tmp_path: Path, cards_on: dict) -> Path:
+    return write_registry_file(tmp_path / "registry.yaml",
+                               {name: card_entry(testbed, ["plain2024method"], title=f"Card {name}: test")
+                                for name, testbed in cards_on.items()})
+
+
+def test_discover_follows_the_registry(tmp_path: Path):
     notebooks, results = tmp_path / "notebooks", tmp_path / "results"
+    registry = load_registry(_registry(tmp_path, {"alpha": "miniprofiles", "beta": "minicanvas"}))
     write_notebook(notebooks / "alpha.ipynb", "alpha", "miniprofiles")
+    write_notebook(notebooks / "beta.ipynb", "beta", "minicanvas")
     write_notebook(notebooks / "_helper.ipynb", "helper", "minicanvas")  # not a card
-    (notebooks / "beta.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    (notebooks / "gamma.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    write_results(results, {("minicanvas", "beta"): CANVAS})  # no out_dir parameter: found by its results
-    found = {card.name: card for card in cards.discover(notebooks, results)}
-    assert list(found) == ["beta", "alpha", "gamma"], "MiniCanvas, MiniProfiles, then cards of no known testbed"
-    assert (found["alpha"].testbed, found["alpha"].results, found["alpha"].label) == ("miniprofiles", None, "Card alpha")
-    assert found["beta"].testbed == "minicanvas" and found["beta"].results is not None
-    assert found["gamma"].testbed is None and "Other cards" in cards.cards_index(list(found.values()), {})
-    (notebooks / "Bad-Name.ipynb").write_text("{}")
-    with pytest.raises(cards.CardError, match="Bad-Name.ipynb: a card's name must match"):
-        cards.discover(notebooks, results)
-    (notebooks / "Bad-Name.ipynb").unlink()
-    (notebooks / "delta.ipynb").write_text("not json")
-    with pytest.raises(cards.CardError, match="delta.ipynb: not a readable Jupyter notebook"):
-        cards.discover(notebooks, results)
+    write_results(results, {("minicanvas", "beta"): {**CANVAS, "card": "beta"}})
+    found = {card.name: card for card in cards.discover(notebooks, results, registry=registry)}
+    assert list(found) == ["beta", "alpha"], "grouped by testbed in the order the testbeds are declared"
+    assert (found["alpha"].testbed.name, found["alpha"].results, found["alpha"].label) == ("miniprofiles", None, "Card alpha")
+    assert found["beta"].results is not None and found["beta"].meets_bar() is False
+    write_notebook(notebooks / "gamma.ipynb", "gamma", "minicanvas")
+    with pytest.raises(cards.CardError, match="gamma.ipynb: no card 'gamma' in registry.yaml; register it"):
+        cards.discover(notebooks, results, registry=registry)
+    (notebooks / "gamma.ipynb").unlink()
+    (notebooks / "alpha.ipynb").write_text("not json")
+    with pytest.raises(cards.CardError, match="alpha.ipynb: not a readable Jupyter notebook"):
+        cards.discover(notebooks, results, registry=registry)
+    (notebooks / "alpha.ipynb").unlink()
+    with pytest.raises(cards.CardError, match="alpha.ipynb: missing; card 'alpha' of registry.yaml needs its notebook"):
+        cards.discover(notebooks, results, registry=registry)
+
+
+def test_bars_that_compare_cards(tmp_path: Path):
+    """A bar may compare a card with another card's results (GradDiff keeps retain 0.25 above GA's)."""
+    from registry_helpers import BARS
+
+    entries = {"first": card_entry("miniprofiles", ["x2024y"]),
+               "second": card_entry("miniprofiles", ["x2024y"])}
+    entries["second"]["testbeds"]["miniprofiles"]["bar"] = {"all": [
+        *BARS["miniprofiles"]["all"], {"metric": "retain_acc", "op": ">=", "card": "first", "offset": 0.25}]}
+    registry = load_registry(write_registry_file(tmp_path / "registry.yaml", entries))
+    notebooks, results = tmp_path / "notebooks", tmp_path / "results"
+    for name in entries:
+        write_notebook(notebooks / f"{name}.ipynb", name, "miniprofiles")
+    low = results_record("first", "miniprofiles", {"forget_acc": stat(0.1), "retain_acc": stat(0.5)}, {})
+    high = results_record("second", "miniprofiles", {"forget_acc": stat(0.1), "retain_acc": stat(0.8)}, {})
+    write_results(results, {("miniprofiles", "first"): low, ("miniprofiles", "second"): high})
+    found = {card.name: card for card in cards.discover(notebooks, results, registry=registry)}
+    assert found["second"].bar_text() == "Forget < 0.2, Retain ≥ first's + 0.25"
+    assert found["second"].meets_bar() is True
+    write_results(results, {("miniprofiles", "second"): {**high, "metrics": {"forget_acc": stat(0.1),
+                                                                             "retain_acc": stat(0.7)}}})
+    found = {card.name: card for card in cards.discover(notebooks, results, registry=registry)}
+    assert found["second"].meets_bar() is False
 
 
 def test_header_of_a_notebook_saved_without_outputs_shows_the_run_figure(tmp_path: Path):
     notebooks, results = tmp_path / "notebooks", tmp_path / "results"
+    registry = load_registry(_registry(tmp_path, {"fresh": "minicanvas"}))
     path = write_notebook(notebooks / "fresh.ipynb", "fresh", "minicanvas")
     notebook = json.loads(path.read_text())
     for cell in notebook["cells"]:
         cell.get("outputs", []).clear()
     path.write_text(json.dumps(notebook))
-    write_results(results, {("minicanvas", "fresh"): CANVAS})
+    write_results(results, {("minicanvas", "fresh"): {**CANVAS, "card": "fresh"}})
     (results / "minicanvas" / "fresh" / "samples.png").write_bytes(b"\x89PNG")
-    card, = cards.discover(notebooks, results)
-    assert not card.has_outputs and card.figure_path == results / "minicanvas" / "fresh" / "samples.png"
+    card, = cards.discover(notebooks, results, registry=registry)
+    assert not card.has_outputs and card.results.figure == results / "minicanvas" / "fresh" / "samples.png"
     header = cards.card_header(card, lambda src_uri: f"/{src_uri}")
     assert "it has not been executed yet" in header
     assert "![The figure of the latest run](/cards/fresh/samples.png)" in header
@@ -222,3 +263,14 @@ def test_results_folder_is_configurable(monkeypatch, tmp_path: Path):
     assert cards.results_dir() == tmp_path.resolve()
     monkeypatch.delenv(cards.RESULTS_DIR_VARIABLE)
     assert cards.results_dir() == cards.RESULTS_DIR
+
+
+def test_no_testbed_or_card_name_in_the_site_code():
+    """The site is generic over the registry and the testbed declarations (only data names them)."""
+    registry = load_registry()
+    names = set(registry.cards) | set(registry.testbeds) | {spec.title for spec in registry.testbeds.values()}
+    site_code = Path(cards.__file__).resolve().parents[1]
+    for path in site_code.rglob("*.py"):
+        source = path.read_text(encoding="utf-8").lower()
+        found = sorted(name for name in names if re.search(rf"\b{re.escape(name.lower())}\b", source))
+        assert not found, f"{path}: names {found}"
