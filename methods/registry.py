@@ -78,6 +78,7 @@ class TestbedSpec:
     references: tuple  # ReferenceSpec
     figure: Optional[str]  # the figure a run writes beside metrics.json
     plot: Optional[dict]  # {"x": key, "y": key}: the leaderboard's scatter plot of every card
+    smoke: dict = field(default_factory=dict)  # config fields of the contract tests' tiny testbed
     source: Path = field(compare=False, default=Path("."))
 
     def metric(self, key: str) -> MetricSpec:
@@ -324,7 +325,8 @@ def load_testbed(path: Path) -> TestbedSpec:
         scales=tuple(read.get(data, "scales", "", list)),
         requests=read.get(data, "requests", "", choices=("concept", "splits")),
         metrics=tuple(metrics), leaderboard=metric_list("leaderboard"), index=metric_list("index"),
-        references=tuple(references), figure=read.get(data, "figure", "", str, None), plot=plot, source=path)
+        references=tuple(references), figure=read.get(data, "figure", "", str, None), plot=plot,
+        smoke=read.mapping(data.get("smoke") or {}, "smoke"), source=path)
 
 
 def _bar(read: _Reader, data, where: str, testbed: TestbedSpec) -> Optional[Bar]:

@@ -54,7 +54,8 @@ def introduction(card: CardSpec, testbed) -> str:
 
 
 def algorithm(card: CardSpec) -> str:
-    source = card.module_file().relative_to(ROOT).as_posix()
+    path = card.module_file()
+    source = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
     return f"## The algorithm (`{source}`)\n\n```text\n{module_docstring(card)}\n```"
 
 

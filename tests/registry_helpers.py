@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
@@ -24,7 +25,7 @@ def card_entry(testbed: str, catalog: list, title: str = "A test card", entry=No
         "config": config or default_config, "edits": "weights", "catalog": list(catalog),
         "claim": {"text": "The paper reports 42% on its benchmark.", "source": "Table 1", "status": "verified"},
         "fidelity": {"follows": "owner/repo@0123456, train.py", "deviations": []},
-        "testbeds": {testbed: {"adaptations": {}, "bar": BARS[testbed]}},
+        "testbeds": {testbed: {"adaptations": {}, "bar": copy.deepcopy(BARS[testbed])}},
         **extra,
     }
 

@@ -60,6 +60,7 @@ class UsageError(ValueError):
 class Testbed(ABC):
     """The protocol every testbed implements. `spec` is its declaration (methods/registry.py: TestbedSpec)."""
 
+    __test__ = False  # not a pytest test class
     spec: Any = None
 
     # -- before anything heavy: arguments ------------------------------------------------------------------
@@ -114,6 +115,10 @@ class Testbed(ABC):
     def figure(self, record: dict, runs: list, path: Path) -> Optional[Path]:
         """Write the run's figure (the declaration's `figure`) to `path`; None when the testbed has none."""
         return None
+
+    @abstractmethod
+    def model_tensors(self) -> dict:
+        """name -> tensor of every parameter of the testbed's own model (to check that a card leaves it untouched)."""
 
     # -- the edited-weights cache ------------------------------------------------------------------------------
     def edited_tensors(self, edited) -> dict:

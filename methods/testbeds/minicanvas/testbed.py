@@ -239,6 +239,10 @@ class MiniCanvasTestbed(Testbed):
         plt.close(fig)
         return path
 
+    def model_tensors(self) -> dict:
+        return {f"{name}.{key}": value for name, module in self.components.trainable_modules().items()
+                for key, value in module.state_dict().items()}
+
     # -- the edited-weights cache ------------------------------------------------------------------------------
     def edited_tensors(self, edited: EditedDiffusion) -> dict:
         return {f"{name}.{key}": tensor.detach().cpu().contiguous()

@@ -309,6 +309,9 @@ class MiniProfilesTestbed(Testbed):
         plot_tradeoff(record, runs, self.config.mc_options, path)
         return path
 
+    def model_tensors(self) -> dict:
+        return dict(self.model.state_dict())
+
     # --- the edited-weights cache -------------------------------------------------------------------------------
     def edited_tensors(self, edited: EditedMLLM) -> dict:
         return {name: tensor.detach().cpu().contiguous() for name, tensor in edited.model.state_dict().items()}
