@@ -27,8 +27,16 @@ _YEAR = re.compile(r"\b(?:19|20)\d{2}\b")
 
 
 def venue_series(venue: str) -> str:
-    """The venue without its year, for grouping: 'CVPR 2024' -> 'CVPR', 'NeurIPS 2023 Workshop' -> 'NeurIPS Workshop'."""
-    return " ".join(_YEAR.sub(" ", venue).split()) or venue
+    """The venue without its year, for grouping: 'CVPR 2024' -> 'CVPR', 'NeurIPS 2023 Workshop' -> 'NeurIPS Workshop',
+    'ACM Transactions on Graphics (SIGGRAPH Asia 2023)' -> 'ACM Transactions on Graphics (SIGGRAPH Asia)'. Brackets
+    left empty by the year go, and no space is left inside a bracket or before a comma."""
+    text = _YEAR.sub(" ", venue)
+    text = re.sub(r"[(\[]\s*[,;:]?\s*[)\]]", " ", text)  # '(2024)' -> ''
+    text = re.sub(r"([(\[])\s+", r"\1", text)
+    text = re.sub(r"\s+([)\],;:])", r"\1", text)
+    text = re.sub(r"[,;:]+(?=[)\]])", "", text)  # '(Asia, 2023)' -> '(Asia)'
+    text = " ".join(text.split()).strip(" ,;:-–")
+    return text or venue
 
 
 def sort_key_recent(paper: dict[str, Any]) -> tuple:
