@@ -17,6 +17,7 @@ import jsonschema
 from .catalog import PAPERS_DIR, Entry, Problem, card_names, display_path, load_entries, load_schema, notebooks_dir_for
 
 _fast_check = None
+CONTRIBUTED = "contributed"  # the `sources` value of an entry added beyond the three source lists
 
 
 def _fast_validator():
@@ -233,6 +234,12 @@ def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), pape
         if isinstance(entry_id, str) and ids_seen.get(entry_id) is not entry:
             problems.append(Problem(shown, entry.line_of("id"), "id", f"'{entry_id}' is already used by "
                                     f"{display_path(ids_seen[entry_id].path)}", "choose another id, e.g. add a letter suffix"))
+
+        sources = data.get("sources")
+        if isinstance(sources, list) and CONTRIBUTED in sources and len(sources) > 1:
+            problems.append(Problem(shown, entry.line_of("sources"), "sources",
+                                    f"'{CONTRIBUTED}' marks an entry added beyond the source lists, so it cannot be "
+                                    "combined with a list", f"keep the list name(s) and remove '{CONTRIBUTED}'"))
 
         links = data.get("links") if isinstance(data.get("links"), dict) else {}
         for label, field, value in (("arXiv id", "links.arxiv", links.get("arxiv")),

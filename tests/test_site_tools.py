@@ -273,7 +273,7 @@ HOSTILE_BIB_PAPER = {
               "openreview": "AbC_d-1"},
     "model_family": ["stable-diffusion"], "target": ["nsfw"], "benchmarks": ["doe2024sample"], "method_card": ["ga"],
     "summary": "A summary with {braces}, a \\backslash, 100% and @ signs; it erases a concept by fine-tuning.",
-    "sources": ["awesome-vgm-vlm-unlearning", "contributed"], "background": False,
+    "sources": ["awesome-vgm-vlm-unlearning", "multimodal-unlearning-survey"], "background": False,
     "notes": 'Line one.\nLine two: {"json": [1, 2]} \\" and a trailing space ',
 }
 
@@ -551,3 +551,9 @@ def test_usage_errors_are_one_line_with_exit_code_2(capsys):
                            (["import-bib"], "the following arguments are required: file")):
         assert exit_code(argv) == 2
         one_line_error(capsys, expected, "--help")
+
+
+def test_contributed_is_not_combined_with_a_source_list(tmp_path):
+    entry = {**GOOD, "sources": ["multimodal-unlearning-survey", "contributed"]}
+    problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(entry, sort_keys=False))
+    assert any("sources: 'contributed' marks an entry added beyond the source lists" in p for p in problems), problems
