@@ -26,7 +26,20 @@ USAGE_ERROR = 2
 ARXIV_ID = re.compile(r"^(?:arxiv:)?(\d{4}\.\d{4,5})(?:v\d+)?$", re.I)
 
 
+def _catalog_folder_problem(args: argparse.Namespace) -> str | None:
+    """Why --papers-dir cannot be read as a catalog (None when it is an existing folder)."""
+    folder = args.papers_dir
+    if not folder.exists():
+        return f"--papers-dir {folder}: no such folder; give the folder of the paper YAML files"
+    if not folder.is_dir():
+        return f"--papers-dir {folder} is a file, not a folder; give the folder of the paper YAML files"
+    return None
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    if not args.paths and (problem := _catalog_folder_problem(args)):
+        print(f"validate: {problem}", file=sys.stderr)
+        return USAGE_ERROR
     paths = [Path(p) for p in args.paths] or None
     for path in paths or []:
         if not path.exists():
@@ -179,13 +192,17 @@ def cmd_import_bib(args: argparse.Namespace) -> int:
     return 0
 
 
-def _valid_catalog(args: argparse.Namespace) -> list | None:
-    """The catalog, or None after reporting why it cannot be used (export and stats refuse an invalid catalog)."""
+def _valid_catalog(args: argparse.Namespace) -> list | int:
+    """The catalog, or the exit code after reporting why it cannot be used: 2 when --papers-dir is not a folder, 1
+    when the catalog is invalid (export and stats refuse an invalid catalog)."""
+    if problem := _catalog_folder_problem(args):
+        print(f"{args.command}: {problem}", file=sys.stderr)
+        return USAGE_ERROR
     try:
         return load_catalog(args.papers_dir)
     except CatalogError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
-        return None
+        return 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -194,8 +211,8 @@ def cmd_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return USAGE_ERROR
     papers = _valid_catalog(args)
-    if papers is None:
-        return 1
+    if isinstance(papers, int):
+        return papers
     text = EXPORTERS[args.format](papers)
     if args.output:
         output = Path(args.output)
@@ -212,8 +229,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     papers = _valid_catalog(args)
-    if papers is None:
-        return 1
+    if isinstance(papers, int):
+        return papers
     print(format_stats(papers))
     return 0
 

@@ -557,3 +557,11 @@ def test_contributed_is_not_combined_with_a_source_list(tmp_path):
     entry = {**GOOD, "sources": ["multimodal-unlearning-survey", "contributed"]}
     problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(entry, sort_keys=False))
     assert any("sources: 'contributed' marks an entry added beyond the source lists" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("command", [["validate"], ["stats"], ["export", "--format", "json"]])
+def test_commands_refuse_a_papers_dir_that_is_not_a_folder(tmp_path, capsys, command):
+    """A missing or wrong --papers-dir is a usage error naming the option, not a catalog problem."""
+    for folder, expected in ((tmp_path / "missing", "no such folder"), (write(tmp_path, "file", "x"), "is a file")):
+        assert main(["--papers-dir", str(folder), *command]) == 2
+        one_line_error(capsys, f"{command[0]}: --papers-dir", expected)
