@@ -149,8 +149,10 @@ def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str],
     parts += related_section(atlas, paper, src)
     if paper.get("notes"):
         parts += ["## Notes", "", md.text(paper["notes"]), ""]
+    sources = ", ".join(f"[{md.text(name)}]({explorer_link(src, **{SOURCE_FIELD: name})})"
+                        for name in paper[SOURCE_FIELD])
     parts += [f"<small>Catalog entry: {md.code('catalog/papers/' + paper['id'] + '.yaml')} · "
-              f"sources: {md.text(', '.join(paper['sources']))}</small>", ""]
+              f"sources: {sources}</small>", ""]
     return "\n".join(parts)
 
 

@@ -53,6 +53,8 @@ def test_every_paper_has_a_page_with_its_title_bibtex_and_labels(catalog, genera
         assert f"?contribution={paper['contribution']})" in text, "contribution badge links to the explorer"
         for stage in paper.get("stage", []):
             assert f"?stage={stage})" in text
+        for source in paper["sources"]:  # each source list links to the explorer filtered by it
+            assert f"?sources={source})" in text
 
 
 def test_site_pages_cover_the_vocabularies_and_downloads(catalog, generated):
