@@ -72,7 +72,7 @@ def _papers_dir_problem(args: argparse.Namespace) -> str | None:
 
 # Which option of `new` gives each field, for messages about a value.
 NEW_OPTIONS = {"title": "--title", "year": "--year", "authors": "--authors", "venue": "--venue",
-               "links.arxiv": "--arxiv", "links.code": "--code", "id": "--id", "month": "--arxiv"}
+               "links.arxiv": "--arxiv", "links.code": "--code", "month": "--arxiv"}  # the id: id_problem
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -112,7 +112,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         return usage("give --authors (the first author makes the id) or an explicit --id")
     paper["id"] = args.id or make_id(authors[0], args.year, args.title)
     paper["sources"] = ["contributed"]
-    for dotted, message, hint in value_problems({k: v for k, v in paper.items() if v != {}}):
+    for dotted, message, hint in value_problems({k: v for k, v in paper.items() if v != {} and k != "id"}):
         option = NEW_OPTIONS.get(dotted) or NEW_OPTIONS.get(dotted.rsplit(".", 1)[0], dotted)
         return usage(f"{option}: {message} ({hint})" if hint else f"{option}: {message}")
     if not args.id and (problem := id_problem(paper["id"])):
