@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .catalog import Entry
+from .safe_io import UnsafeWriteError, id_problem, write_inside
 from .validate import normalise_title
 
 # Words skipped when picking the "first meaningful title word" of a citation key.
@@ -78,6 +79,9 @@ def render_yaml(paper: dict[str, Any], todo: list[str] | None = None) -> str:
 
 
 def write_entry(paper: dict[str, Any], papers_dir: Path, todo: list[str] | None = None) -> Path:
-    path = papers_dir / f"{paper['id']}.yaml"
-    path.write_text(render_yaml(paper, todo), encoding="utf-8")
-    return path
+    """Write a new entry as papers_dir/<id>.yaml; refuses an id that is not a catalog id and an existing file
+    (raises :class:`~site_tools.safe_io.UnsafeWriteError`)."""
+    problem = id_problem(paper.get("id"))
+    if problem:
+        raise UnsafeWriteError(f"id {problem}")
+    return write_inside(papers_dir, f"{paper['id']}.yaml", render_yaml(paper, todo))

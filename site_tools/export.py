@@ -22,9 +22,20 @@ def to_json(papers: list[dict[str, Any]]) -> str:
     return json.dumps(papers, ensure_ascii=False, indent=1) + "\n"
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, with an apostrophe in front so that it shows as text;
+    every other value unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def to_csv(papers: list[dict[str, Any]]) -> str:
     """One row per paper; list fields (and a list of executable cards) joined with '; ' (no value in the catalog
-    contains that separator)."""
+    contains that separator). A text cell starting with =, +, -, @, a tab or a carriage return gets a leading
+    apostrophe, so that spreadsheets show it instead of running it as a formula."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -40,7 +51,7 @@ def to_csv(papers: list[dict[str, Any]]) -> str:
             else:
                 value = paper.get(column, "")
                 row[column] = "" if value is None else value
-        writer.writerow(row)
+        writer.writerow({column: spreadsheet_safe(value) for column, value in row.items()})
     return buffer.getvalue()
 
 

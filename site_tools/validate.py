@@ -18,6 +18,7 @@ import jsonschema
 from .catalog import PAPERS_DIR, Entry, Problem, card_names, display_path, load_entries, load_schema
 
 _fast_check = None
+CONTRIBUTED = "contributed"  # the `sources` value of an entry added beyond the three source lists
 
 
 def _fast_validator():
@@ -55,23 +56,47 @@ def _hint(error: jsonschema.ValidationError) -> str:
         return f"write a value of type {error.validator_value}"
     if kind == "minLength":
         return f"write at least {error.validator_value} characters"
+    if kind == "maxLength":
+        return f"shorten it to at most {error.validator_value:,} characters"
+    if kind == "maxItems":
+        return f"keep at most {error.validator_value} items"
     if kind in ("minItems", "minProperties"):
         return "the field may not be empty"
     if kind == "uniqueItems":
         return "remove the repeated item"
     if kind in ("minimum", "maximum"):
+        if "minimum" in schema and "maximum" in schema:
+            return f"use a value from {schema['minimum']} to {schema['maximum']}"
         return schema.get("description", "")
     return schema.get("description", "")
 
 
+def _shorten(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
+
+
 def _message(error: jsonschema.ValidationError) -> str:
+    """The validator's message, with a long value shortened in the middle so the message keeps its end (the limit
+    of a length error, the allowed values of an enum)."""
     if error.validator == "additionalProperties":
         extra = re.findall(r"'([^']+)'", error.message)
         return f"unknown field(s) {', '.join(extra)}" if extra else error.message
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
+    if error.validator in ("maxLength", "minLength") and isinstance(error.instance, str):
+        limit = error.validator_value
+        relation = "over the" if error.validator == "maxLength" else "under the"
+        bound = "maximum" if error.validator == "maxLength" else "minimum"
+        return (f"{_shorten(error.instance)} is too {'long' if error.validator == 'maxLength' else 'short'}: "
+                f"{len(error.instance):,} character{'s' if len(error.instance) != 1 else ''}, {relation} {bound} of "
+                f"{limit:,}")
     message = error.message
-    return message if len(message) < 200 else message[:200] + "..."
+    if len(message) >= 200:
+        whole = repr(error.instance)
+        if whole in message:
+            message = message.replace(whole, _shorten(error.instance), 1)
+    return message if len(message) < 300 else message[:299] + "…"
 
 
 ATTACK_STAGE_HINT = ("remove `stage:`: it records where the paper's own unlearning intervention acts, and an attack "
@@ -108,9 +133,8 @@ def schema_problems(entry: Entry) -> list[Problem]:
             problems.append(Problem(shown, entry.line_of(dotted) if dotted != "(entry)" else 1, key, "is required",
                                     f"add `{missing}:`; {_property_description(missing)}"))
             continue
-        if error.validator == "pattern" and dotted.startswith("links.") and dotted.split(".")[1] not in ("arxiv", "openreview", "doi"):
-            problems.append(Problem(shown, entry.line_of(dotted), dotted, f"'{str(error.instance)[:80]}' is not an http(s) URL",
-                                    "only https:// or http:// links are allowed"))
+        if _is_url_error(error):
+            problems.append(Problem(shown, entry.line_of(dotted), dotted, *_url_message(error)))
             continue
         if error.validator == "additionalProperties":
             for extra in re.findall(r"'([^']+)'", error.message):
@@ -118,6 +142,49 @@ def schema_problems(entry: Entry) -> list[Problem]:
                 problems.append(Problem(shown, entry.line_of(key), key, "unknown field", _hint(error)))
             continue
         problems.append(Problem(shown, entry.line_of(dotted), dotted, _message(error), _hint(error)))
+    return problems
+
+
+def _is_url_error(error: jsonschema.ValidationError) -> bool:
+    dotted = _field_of(error)
+    return (error.validator == "pattern" and dotted.startswith("links.")
+            and dotted.split(".")[1] not in ("arxiv", "openreview", "doi"))
+
+
+def _url_message(error: jsonschema.ValidationError) -> tuple[str, str]:
+    return f"'{str(error.instance)[:80]}' is not an http(s) URL", "only https:// or http:// links are allowed"
+
+
+def value_problems(data: dict) -> list[tuple[str, str, str]]:
+    """(field, message, hint) for each value of a partial entry that breaks the schema; missing fields are not
+    problems here (`new` checks its arguments with it before it writes a scaffold)."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    found = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        if error.validator in ("if", "allOf", "required", "then"):
+            continue
+        message, hint = _url_message(error) if _is_url_error(error) else (_message(error), _hint(error))
+        found.append((_field_of(error), message, hint))
+    return found
+
+
+# Text fields that are shown as they are written: LaTeX markup there is an import left undecoded.
+PLAIN_TEXT_FIELDS = ("title", "aliases", "authors", "venue")
+LATEX_COMMAND = re.compile(r"\\(?:[\"'`^~=.]|[a-zA-Z]+)")
+
+
+def _latex_problems(entry: Entry, shown: str) -> list[Problem]:
+    problems = []
+    for field in PLAIN_TEXT_FIELDS:
+        value = entry.data.get(field)
+        items = [(field, value)] if isinstance(value, str) else [(f"{field}.{i}", v) for i, v in enumerate(value or [])
+                                                                   if isinstance(value, list)]
+        for dotted, text in items:
+            match = LATEX_COMMAND.search(text) if isinstance(text, str) else None
+            if match:
+                problems.append(Problem(shown, entry.line_of(dotted), dotted,
+                                        f"contains LaTeX markup ({match.group(0)})",
+                                        "write the characters themselves, e.g. Müller rather than M\\\"uller"))
     return problems
 
 
@@ -313,6 +380,7 @@ def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), pape
         venue = venue_problem(data.get("venue"), data.get("year"))
         if venue:
             problems.append(Problem(shown, entry.line_of("venue"), "venue", *venue))
+        problems += _latex_problems(entry, shown)
 
         entry_id = data.get("id")
         if isinstance(entry_id, str) and entry.path.stem != entry_id:
@@ -321,6 +389,12 @@ def validate_entries(entries: list[Entry], reference: Iterable[Entry] = (), pape
         if isinstance(entry_id, str) and ids_seen.get(entry_id) is not entry:
             problems.append(Problem(shown, entry.line_of("id"), "id", f"'{entry_id}' is already used by "
                                     f"{display_path(ids_seen[entry_id].path)}", "choose another id, e.g. add a letter suffix"))
+
+        sources = data.get("sources")
+        if isinstance(sources, list) and CONTRIBUTED in sources and len(sources) > 1:
+            problems.append(Problem(shown, entry.line_of("sources"), "sources",
+                                    f"'{CONTRIBUTED}' marks an entry added beyond the source lists, so it cannot be "
+                                    "combined with a list", f"keep the list name(s) and remove '{CONTRIBUTED}'"))
 
         links = data.get("links") if isinstance(data.get("links"), dict) else {}
         for label, field, value in (("arXiv id", "links.arxiv", links.get("arxiv")),

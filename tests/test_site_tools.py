@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from site_tools.__main__ import main
-from site_tools.bibtex import catalog_to_bibtex
-from site_tools.catalog import PAPERS_DIR, REPO_ROOT, load_catalog
+from site_tools.bibtex import catalog_to_bibtex, paper_to_bibtex
+from site_tools.catalog import PAPERS_DIR, REPO_ROOT, card_names, load_catalog
 from site_tools.entries import make_id
 from registry_helpers import card_entry, write_registry
 from site_tools.validate import validate_paths, venue_pattern
@@ -332,11 +332,13 @@ def test_export_csv_has_a_row_per_paper(tmp_path):
     assert cards["liu2024protecting"] == "ga; graddiff; kl; npo" and cards["gandikota2023erasing"] == "esd"
 
 
-def test_bibtex_leaves_method_card_out():
+def test_citation_bibtex_leaves_method_card_out_and_the_export_carries_it():
     papers = [p for p in load_catalog() if p.get("method_card")]
     assert any(isinstance(p["method_card"], list) for p in papers)
-    bib = catalog_to_bibtex(papers)
-    assert bib.count("\n@") + 1 == len(papers) and "method_card" not in bib and "graddiff" not in bib
+    citations = "".join(paper_to_bibtex(p) for p in papers)  # the BibTeX of the paper pages, for citing
+    assert citations.count("\n@") + 1 == len(papers) and "method_card" not in citations and "graddiff" not in citations
+    bib = catalog_to_bibtex(papers)  # the export carries every field (test_bib_round_trip_keeps_every_field)
+    assert bib.count("\n@") + 1 == len(papers) and 'atlas_method_card = {["ga", "graddiff", "kl", "npo"]}' in bib
 
 
 def test_export_refuses_an_invalid_catalog(tmp_path, capsys):
@@ -347,27 +349,58 @@ def test_export_refuses_an_invalid_catalog(tmp_path, capsys):
     assert "run `python -m site_tools validate`" in capsys.readouterr().err
 
 
-BIB_FIELDS = ("id", "title", "authors", "year", "month", "venue", "contribution", "stage", "modality", "model_family",
-              "target", "summary")
+# Every string a BibTeX value could mangle: braces, backslashes, LaTeX-like text, %, @, commas and "and" in names,
+# quotes, a JSON-looking note with a line break.
+HOSTILE_BIB_PAPER = {
+    **GOOD, "id": "mueller2024hostile", "title": '{Braces} \\ back\\ M"uller 50% @home, "quoted" ~tilde \\',
+    "aliases": ["Other, Name; with | pipes", "{x} and {y}"], "authors": ["Jörg Müller", "Ann O'Hara & {{ jinja }}",
+                                                                     "Smith, Jr", "Barnes and Noble"],
+    "month": 2, "venue": "ACM Transactions on Graphics (SIGGRAPH Asia 2023)",
+    "links": {"arxiv": "2402.99999", "url": "https://example.org/a?b=1&c=%20{d}", "code": "https://github.com/x/y",
+              "doi": "10.1000/xyz{1}", "pdf": "https://example.org/p.pdf", "project": "https://example.org/p",
+              "openreview": "AbC_d-1"},
+    "model_family": ["stable-diffusion"], "target": ["nsfw"], "benchmarks": ["doe2024sample"], "method_card": ["ga"],
+    "summary": "A summary with {braces}, a \\backslash, 100% and @ signs; it erases a concept by fine-tuning.",
+    "sources": ["awesome-vgm-vlm-unlearning", "multimodal-unlearning-survey"], "background": False,
+    "notes": 'Line one.\nLine two: {"json": [1, 2]} \\" and a trailing space ',
+}
 
 
-def test_bib_export_reimports_to_the_same_papers(tmp_path):
-    bib = tmp_path / "catalog.bib"
-    assert main(["export", "--format", "bib", "-o", str(bib)]) == 0
-    fresh = tmp_path / "reimported"
-    assert main(["--papers-dir", str(fresh), "import-bib", str(bib)]) == 0
+def round_trip(tmp_path: Path, papers: list[dict], notebooks: set[str]) -> dict[str, dict]:
+    """Export `papers` as BibTeX, import the file into an empty catalog folder (with the card notebooks the entries
+    name, so that it validates), check it validates, and return the imported entries by id."""
+    bib = write(tmp_path, "export.bib", catalog_to_bibtex(papers))
+    folder = tmp_path / "catalog" / "papers"
+    (tmp_path / "notebooks").mkdir()
+    for name in notebooks:
+        (tmp_path / "notebooks" / f"{name}.ipynb").write_text("{}")
+    assert main(["--papers-dir", str(folder), "import-bib", str(bib)]) == 0
+    _, problems = validate_paths(None, papers_dir=folder)
+    assert not problems, "\n".join(map(str, problems))
+    return {p["id"]: p for p in (yaml.safe_load(f.read_text(encoding="utf-8")) for f in folder.glob("*.yaml"))}
+
+
+def test_bib_round_trip_keeps_every_field(tmp_path):
+    """The README's promise: `export --format bib` then `import-bib` gives back every entry whole, every field."""
     original = load_catalog()
-    reimported = {p["id"]: p for p in (yaml.safe_load(f.read_text()) for f in fresh.glob("*.yaml"))}
+    cards = {name for paper in original for name in card_names(paper.get("method_card"))}
+    reimported = round_trip(tmp_path, original, cards)
     assert set(reimported) == {p["id"] for p in original}
     for paper in original:
-        again = reimported[paper["id"]]
-        for field in BIB_FIELDS:
-            assert again.get(field) == paper.get(field), (paper["id"], field)
-        for link in ("arxiv", "doi", "url", "code", "project", "pdf", "openreview"):
-            assert again.get("links", {}).get(link) == paper["links"].get(link), (paper["id"], link)
+        assert reimported[paper["id"]] == paper, paper["id"]
     # Importing the same file into the catalog again writes nothing: every paper is a duplicate.
-    assert main(["--papers-dir", str(fresh), "import-bib", str(bib)]) == 0
-    assert len(list(fresh.glob("*.yaml"))) == len(original)
+    folder = tmp_path / "catalog" / "papers"
+    assert main(["--papers-dir", str(folder), "import-bib", str(tmp_path / "export.bib")]) == 0
+    assert len(list(folder.glob("*.yaml"))) == len(original)
+
+
+def test_bib_round_trip_keeps_hostile_strings(tmp_path):
+    benchmark = {**GOOD, "contribution": "benchmark", "stage": []}
+    del benchmark["stage"]
+    papers = [benchmark, HOSTILE_BIB_PAPER]
+    reimported = round_trip(tmp_path, papers, {"ga"})
+    for paper in papers:
+        assert reimported[paper["id"]] == paper
 
 
 def test_import_bib_flags_duplicates_and_incomplete_entries(tmp_path, capsys):
@@ -404,3 +437,219 @@ def test_stats_counts_every_paper(capsys):
     assert f"papers: {len(load_catalog())}" in out
     for heading in ("stage:", "modality:", "contribution:", "year:"):
         assert heading in out
+
+
+# --- every entry point: inputs checked first, one line naming the argument and the fix, exit 2, nothing written -----
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its content, to prove that a refused command wrote nothing anywhere."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_error(capsys, *expected: str) -> str:
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.out + out.err, out
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("bad_id", ["../papers/doe2024sample", "../../../x2024escape", "dir/x2024y", "/tmp/x2024y",
+                                    "Doe2024Sample", "doe2024", "doe2024sample.yaml", "x" * 81 + "2024y", ""])
+def test_new_refuses_an_id_that_is_not_a_citation_key(tmp_path, capsys, bad_id):
+    """`new --id ../papers/<id>` overwrote another entry, `../../../x` wrote outside the repository, `dir/x` ended
+    in a traceback: the id is checked against the schema's pattern before any path is built."""
+    papers = tmp_path / "repo" / "catalog" / "papers"
+    papers.mkdir(parents=True)
+    write(papers, "doe2024sample.yaml", yaml.safe_dump(GOOD))
+    (papers.parent / "other").mkdir()
+    before = tree(tmp_path)
+    code = main(["--papers-dir", str(papers), "new", "--no-input", "--title", "Overwrite Attempt Title", "--year",
+                 "2024", "--id", bad_id])
+    assert code == 2
+    one_line_error(capsys, "new: --id", "gandikota2023erasing" if bad_id else "is empty")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--title", "Tiny", "--year", "2024", "--id", "x2024tiny"], "--title: 'Tiny' is too short"),
+    (["--title", "A Title Long Enough", "--year", "1800", "--id", "x2024old"], "--year: 1800 is less than the minimum"),
+    (["--title", "A Title Long Enough", "--year", "20x4", "--id", "x2024y"], "argument --year: invalid int value"),
+    (["--title", "A Title Long Enough", "--year", "2024", "--id", "x2024y", "--code", "javascript:alert(1)"],
+     "--code: 'javascript:alert(1)' is not an http(s) URL"),
+    (["--title", "A Title Long Enough", "--year", "2024", "--authors", "X"], "--authors: 'X' is too short"),
+    (["--title", "A Title Long Enough", "--year", "2024", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_new_checks_every_argument_before_writing(tmp_path, capsys, args, expected):
+    papers = tmp_path / "papers"
+    assert exit_code(["--papers-dir", str(papers), "new", "--no-input", *args]) == 2
+    one_line_error(capsys, expected)
+    assert not papers.exists()
+
+
+def exit_code(argv: list[str]) -> int:
+    """main()'s exit code, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def test_new_refuses_a_papers_dir_that_is_a_file(tmp_path, capsys):
+    papers = write(tmp_path, "papers", "not a folder")
+    assert main(["--papers-dir", str(papers), "new", "--no-input", "--title", "A Title Long Enough", "--year", "2024",
+                 "--id", "x2024y"]) == 2
+    one_line_error(capsys, "--papers-dir", "is a file, not a folder")
+
+
+def test_write_inside_refuses_paths_outside_its_folder(tmp_path):
+    from site_tools.safe_io import UnsafeWriteError, write_all_inside, write_inside
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (tmp_path / "outside").mkdir()
+    (folder / "link.yaml").symlink_to(tmp_path / "outside" / "target.yaml")
+    for name in ("../x.yaml", "/tmp/x.yaml", "a/b.yaml", "..", ".", "", "link.yaml", "a\\b.yaml"):
+        with pytest.raises(UnsafeWriteError):
+            write_inside(folder, name, "x")
+    assert write_inside(folder, "ok.yaml", "data") == folder / "ok.yaml"
+    with pytest.raises(UnsafeWriteError, match="already exists"):
+        write_inside(folder, "ok.yaml", "other")  # never replaces a file unless asked
+    assert (folder / "ok.yaml").read_text() == "data"
+    write_inside(folder, "ok.yaml", "new", overwrite=True)
+    assert (folder / "ok.yaml").read_text() == "new"
+    # All or nothing: a refused name leaves none of the others written.
+    with pytest.raises(UnsafeWriteError):
+        write_all_inside(folder, {"a2024first.yaml": "1", "../b2024second.yaml": "2"})
+    with pytest.raises(UnsafeWriteError):
+        write_all_inside(folder, {"a2024first.yaml": "1", "ok.yaml": "2"})
+    assert sorted(p.name for p in folder.iterdir()) == ["link.yaml", "ok.yaml"]
+    assert not list((tmp_path / "outside").iterdir()) and not (tmp_path / "x.yaml").exists()
+
+
+GOOD_BIB = "@misc{smith2025novel, title={A Novel Erasure Method}, author={Smith, Jane}, year={2025},\n" \
+           "  eprint={2501.12345}, archivePrefix={arXiv}}\n"
+
+
+@pytest.mark.parametrize("bad_entry, expected", [
+    ("@misc{../../../x2024, title={Escape}, year={2024}}", "key: the entry key '../../../x2024' is not a catalog id"),
+    ("@misc{sub/dir2024x, title={Slash}, year={2024}}", "key: the entry key 'sub/dir2024x' is not a catalog id"),
+    ("@misc{smith2025novel, title={Same key again}, year={2025}}",
+     "key: the key 'smith2025novel' is used by two entries (first at line 1)"),
+    ("@misc{Smith2025Novel, title={Same key in capitals}, year={2025}}", "names the same catalog id as 'smith2025novel'"),
+    ("@misc{bad2024year, title={Bad year}, year={20x4}}", "bad2024year.year: '20x4' is not a year between 1990 and"),
+    ("@misc{bad2024month, title={Bad month}, year={2024}, month={13}}", "bad2024month.month: '13' is not a month"),
+    ("@misc{bad2024json, title={Bad json}, year={2024}, atlas_sources={[oops}}", "atlas_sources: is not JSON"),
+    ("@misc{broken2024x, title={Unclosed, year={2024}", "could not parse this BibTeX block"),
+])
+def test_import_bib_is_all_or_nothing(tmp_path, capsys, bad_entry, expected):
+    """A bad key (a path outside the catalog, a '/'), a repeated key, a bad year or month after a good entry: every
+    problem is reported with its line, exit 2, and not even the good entry is written."""
+    papers = tmp_path / "repo" / "catalog" / "papers"
+    papers.mkdir(parents=True)
+    bib = write(tmp_path / "repo", "in.bib", GOOD_BIB + bad_entry + "\n")
+    before = tree(tmp_path)
+    assert main(["--papers-dir", str(papers), "import-bib", str(bib)]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and expected in out.err, out.err
+    assert "import-bib: nothing written: 1 problem(s)" in out.err and "check braces and commas" not in out.err
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("content", ["", "\n\n% only a comment\n", "just some words, not BibTeX\n",
+                                     '{"json": "instead of BibTeX"}\n'])
+def test_import_bib_of_a_file_without_entries_is_an_error(tmp_path, capsys, content):
+    bib = write(tmp_path, "empty.bib", content)
+    assert main(["--papers-dir", str(tmp_path / "papers"), "import-bib", str(bib)]) == 2
+    out = capsys.readouterr()
+    assert "no BibTeX entries found" in out.err and "Traceback" not in out.err
+    assert not (tmp_path / "papers").exists()
+
+
+def test_import_bib_dry_run_writes_nothing_and_says_so(tmp_path, capsys):
+    bib = write(tmp_path, "in.bib", GOOD_BIB)
+    papers = tmp_path / "papers"
+    assert main(["--papers-dir", str(papers), "import-bib", "--dry-run", str(bib)]) == 0
+    out = capsys.readouterr().out
+    assert "would write" in out and "smith2025novel.yaml" in out
+    assert "1 would be written" in out and "nothing was written" in out and "1 written" not in out
+    assert not papers.exists()
+
+
+def test_import_bib_bad_paths_are_one_line_errors(tmp_path, capsys):
+    assert main(["import-bib", str(tmp_path)]) == 2
+    one_line_error(capsys, "is a folder, not a BibTeX file")
+    assert main(["import-bib", str(tmp_path / "nope.bib")]) == 2
+    one_line_error(capsys, "nope.bib: cannot read the file")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ('M{\\"u}ller, J{\\"o}rg', ["Jörg Müller"]),
+    ("{\\'E}mile Zola and \\v{S}imon {\\v S}ebek", ["Émile Zola", "Šimon Šebek"]),
+    ("Stra{\\ss}e, Hans and Fran\\c{c}ois Ba{\\~n}o", ["Hans Straße", "François Baño"]),
+    ("Ma{\\l}gorzata {\\O}sterg{\\aa}rd and Na{\\\"\\i}ve, Zo{\\\"e}", ["Małgorzata Østergård", "Zoë Naïve"]),
+    ("{Barnes and Noble} and van der Berg, Jr, Jan", ["Barnes and Noble", "Jan van der Berg Jr"]),
+    ("D\\'{e}j\\`a Vu and \\^{I}le \\H{o}", ["Déjà Vu", "Île ő"]),
+])
+def test_latex_accents_in_bibtex_authors_are_decoded(tmp_path, raw, expected):
+    bib = write(tmp_path, "in.bib", f"@misc{{mueller2024accents, title={{Accents}}, author={{{raw}}}, year={{2024}}}}\n")
+    assert main(["--papers-dir", str(tmp_path / "papers"), "import-bib", str(bib)]) == 0
+    assert yaml.safe_load((tmp_path / "papers" / "mueller2024accents.yaml").read_text())["authors"] == expected
+
+
+def test_validate_refuses_latex_markup_in_names(tmp_path):
+    entry = {**GOOD, "authors": ['J\\"org M\\"uller'], "title": "A Sample Paper About Concept Erasure \\emph{now}"}
+    problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(entry, sort_keys=False))
+    assert any('authors.0: contains LaTeX markup (\\")' in p and "Müller" in p for p in problems), problems
+    assert any("title: contains LaTeX markup (\\emph)" in p for p in problems), problems
+
+
+def test_csv_export_neutralises_formulas(tmp_path):
+    """A title starting with =, +, - or @ would run as a formula in a spreadsheet: it gets a leading apostrophe."""
+    from site_tools.export import to_csv
+
+    titles = ['=HYPERLINK("https://evil.example","x")', "+1+2 Erasure", "-2+3 Erasure", "@SUM(A1) Erasure",
+              "\tTabbed Erasure", "Plain = Erasure"]
+    papers = [dict(GOOD, id=f"doe2024p{i}", title=t, authors=["-Dash Name", "Ann Other"], notes="=1+1")
+              for i, t in enumerate(titles)]
+    rows = list(csv.DictReader(io.StringIO(to_csv(papers))))
+    assert [r["title"] for r in rows] == ["'" + t for t in titles[:5]] + [titles[5]]
+    assert all(r["authors"] == "'-Dash Name; Ann Other" and r["notes"] == "'=1+1" for r in rows)
+    for row in rows:
+        assert not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values()), row
+
+
+def test_length_limit_error_says_the_limit(tmp_path):
+    """A long value used to be cut off before the message said what the limit is."""
+    problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump({**GOOD, "summary": "A" * 5000}))
+    summary = [p for p in problems if ": summary:" in p]
+    assert len(summary) == 1 and "5,000 characters, over the maximum of 1,200" in summary[0], summary
+    assert "shorten it to at most 1,200 characters" in summary[0] and len(summary[0]) < 400
+
+
+def test_export_to_a_folder_is_a_usage_error(tmp_path, capsys):
+    assert main(["export", "--format", "csv", "-o", str(tmp_path)]) == 2
+    one_line_error(capsys, "export: -o", "is a folder")
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(capsys):
+    for argv, expected in ((["export", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+                           (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
+                           (["import-bib"], "the following arguments are required: file")):
+        assert exit_code(argv) == 2
+        one_line_error(capsys, expected, "--help")
+
+
+def test_contributed_is_not_combined_with_a_source_list(tmp_path):
+    entry = {**GOOD, "sources": ["multimodal-unlearning-survey", "contributed"]}
+    problems = problems_for(tmp_path, "doe2024sample.yaml", yaml.safe_dump(entry, sort_keys=False))
+    assert any("sources: 'contributed' marks an entry added beyond the source lists" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("command", [["validate"], ["stats"], ["export", "--format", "json"]])
+def test_commands_refuse_a_papers_dir_that_is_not_a_folder(tmp_path, capsys, command):
+    """A missing or wrong --papers-dir is a usage error naming the option, not a catalog problem."""
+    for folder, expected in ((tmp_path / "missing", "no such folder"), (write(tmp_path, "file", "x"), "is a file")):
+        assert main(["--papers-dir", str(folder), *command]) == 2
+        one_line_error(capsys, f"{command[0]}: --papers-dir", expected)

@@ -82,17 +82,50 @@
   // --- state <-> query string ---------------------------------------------------------------------------------------
 
   // The free text is `text`, not `q`: Material opens its search dialog for ?q= (and highlights for ?h=).
+  // A parameter the explorer does not understand (an unknown value, an unknown name, a value given twice) is not
+  // applied, and readState lists it in `notUnderstood` so that the page says so instead of silently showing everything.
+  const MATERIAL_PARAMETERS = ["q", "h"];
+
   Explorer.prototype.readState = function () {
     const params = new URLSearchParams(window.location.search);
     const state = { filters: {}, text: params.get("text") || "", code: params.get("code") === "1",
                     card: params.get("card") === "1", sort: DEFAULT_SORT.key, order: DEFAULT_SORT.order };
+    const notUnderstood = [];
+    const shown = function (name, value) {
+      const text = name + "=" + value;
+      return text.length > 60 ? text.slice(0, 59) + "\u2026" : text;
+    };
+    const known = {};
     for (const facet of this.facets) {
+      known[facet.key] = true;
       const value = params.get(facet.key);
-      if (value !== null && Object.prototype.hasOwnProperty.call(facet.meaning, value)) state.filters[facet.key] = value;
+      if (value === null) continue;
+      if (Object.prototype.hasOwnProperty.call(facet.meaning, value)) {
+        state.filters[facet.key] = value;
+      } else {
+        notUnderstood.push(shown(facet.key, value) + " (no such " + facet.label.toLowerCase() + ")");
+      }
+    }
+    for (const key of ["code", "card"]) {
+      known[key] = true;
+      const value = params.get(key);
+      if (value !== null && value !== "1" && value !== "0") notUnderstood.push(shown(key, value) + " (use 1 or 0)");
     }
     const sortable = this.columns.filter(function (c) { return c.sortValue; }).map(function (c) { return c.key; });
-    if (sortable.indexOf(params.get("sort")) >= 0) state.sort = params.get("sort");
-    if (params.get("order") === "asc" || params.get("order") === "desc") state.order = params.get("order");
+    known.sort = known.order = known.text = true;
+    const sort = params.get("sort"), order = params.get("order");
+    if (sortable.indexOf(sort) >= 0) state.sort = sort;
+    else if (sort !== null) notUnderstood.push(shown("sort", sort) + " (sort by one of: " + sortable.join(", ") + ")");
+    if (order === "asc" || order === "desc") state.order = order;
+    else if (order !== null) notUnderstood.push(shown("order", order) + " (use asc or desc)");
+    const seen = {};
+    for (const [name, value] of params) {
+      if (MATERIAL_PARAMETERS.indexOf(name) >= 0) continue;
+      if (!known[name]) notUnderstood.push(shown(name, value) + " (no such filter)");
+      else if (seen[name]) notUnderstood.push(shown(name, value) + " (" + name + " given twice; the first is used)");
+      seen[name] = true;
+    }
+    this.notUnderstood = notUnderstood;
     return state;
   };
 
@@ -204,6 +237,15 @@
     form.appendChild(reset);
     this.container.appendChild(form);
 
+    this.notice = element("p", "atlas-explorer__notice");
+    this.notice.setAttribute("role", "alert");
+    this.notice.hidden = this.notUnderstood.length === 0;
+    if (this.notUnderstood.length) {
+      this.notice.textContent = "Not understood, so not applied: " + this.notUnderstood.join("; ") +
+        ". The table shows the other filters.";
+    }
+    this.container.appendChild(this.notice);
+
     this.status = element("p", "atlas-explorer__status");
     this.status.setAttribute("aria-live", "polite");
     this.container.appendChild(this.status);
@@ -247,6 +289,7 @@
   };
 
   Explorer.prototype.reset = function () {
+    this.notice.hidden = true;
     this.state = { filters: {}, text: "", code: false, card: false, sort: DEFAULT_SORT.key, order: DEFAULT_SORT.order };
     this.update();
   };

@@ -15,6 +15,9 @@ from site_tools.catalog import load_schema
 
 # Label fields shown as badges and offered as explorer filters, in reading order.
 LABEL_FIELDS = ("contribution", "stage", "modality", "model_family", "target")
+# The field naming the curated lists an entry comes from; CONTRIBUTED marks an entry added beyond them.
+SOURCE_FIELD = "sources"
+CONTRIBUTED = "contributed"
 BENCHMARK_CONTRIBUTIONS = ("benchmark", "dataset")
 # Contributions whose pages list attacks on the same model family and target, and the attacks that list them back.
 DEFENDED_CONTRIBUTIONS = ("method", "defense")
@@ -27,8 +30,16 @@ _YEAR = re.compile(r"\b(?:19|20)\d{2}\b")
 
 
 def venue_series(venue: str) -> str:
-    """The venue without its year, for grouping: 'CVPR 2024' -> 'CVPR', 'NeurIPS 2023 Workshop' -> 'NeurIPS Workshop'."""
-    return " ".join(_YEAR.sub(" ", venue).split()) or venue
+    """The venue without its year, for grouping: 'CVPR 2024' -> 'CVPR', 'NeurIPS 2023 Workshop' -> 'NeurIPS Workshop',
+    'ACM Transactions on Graphics (SIGGRAPH Asia 2023)' -> 'ACM Transactions on Graphics (SIGGRAPH Asia)'. Brackets
+    left empty by the year go, and no space is left inside a bracket or before a comma."""
+    text = _YEAR.sub(" ", venue)
+    text = re.sub(r"[(\[]\s*[,;:]?\s*[)\]]", " ", text)  # '(2024)' -> ''
+    text = re.sub(r"([(\[])\s+", r"\1", text)
+    text = re.sub(r"\s+([)\],;:])", r"\1", text)
+    text = re.sub(r"[,;:]+(?=[)\]])", "", text)  # '(Asia, 2023)' -> '(Asia)'
+    text = " ".join(text.split()).strip(" ,;:-–")
+    return text or venue
 
 
 def sort_key_recent(paper: dict[str, Any]) -> tuple:
@@ -48,10 +59,11 @@ class Vocabulary:
 
 
 def vocabularies(schema: dict[str, Any] | None = None) -> dict[str, Vocabulary]:
-    """The controlled vocabularies of the label fields, read from the schema (enum + x-enum-descriptions)."""
+    """The controlled vocabularies of the label fields and of `sources`, read from the schema (enum +
+    x-enum-descriptions)."""
     properties = (schema or load_schema())["properties"]
     result = {}
-    for name in LABEL_FIELDS:
+    for name in LABEL_FIELDS + (SOURCE_FIELD,):
         spec = properties[name]
         values_spec = spec.get("items", spec)
         result[name] = Vocabulary(name=name, title=spec.get("title", name), description=spec.get("description", ""),
@@ -128,6 +140,21 @@ class Atlas:
                 scored.append((len(shared_families) + len(shared_targets), other))
         scored.sort(key=lambda item: (-item[0],) + sort_key_recent(item[1]))
         return [other for _, other in scored]
+
+    @cached_property
+    def source_lists(self) -> tuple[str, ...]:
+        """The curated source lists, in schema order: every `sources` value but CONTRIBUTED."""
+        return tuple(v for v in self.vocabularies[SOURCE_FIELD].values if v != CONTRIBUTED)
+
+    def from_source_lists(self) -> list[dict[str, Any]]:
+        """Entries that at least one of the source lists contains."""
+        lists = set(self.source_lists)
+        return [p for p in self.papers if lists & set(p.get(SOURCE_FIELD) or [])]
+
+    def beyond_source_lists(self) -> list[dict[str, Any]]:
+        """Entries added beyond the source lists (no list contains them; `sources: [contributed]`)."""
+        lists = set(self.source_lists)
+        return [p for p in self.papers if not lists & set(p.get(SOURCE_FIELD) or [])]
 
     def with_label(self, name: str, value: str) -> list[dict[str, Any]]:
         return sorted((p for p in self.papers if value in labels_of(p, name)), key=sort_key_recent)

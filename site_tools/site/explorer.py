@@ -12,9 +12,9 @@ from typing import Any
 
 from site_tools.catalog import card_names
 
-from .atlas import LABEL_FIELDS, Atlas, labels_of, venue_series
+from .atlas import LABEL_FIELDS, SOURCE_FIELD, Atlas, labels_of, venue_series
 
-FORMAT_VERSION = 2  # 2: `card` is a list of card names
+FORMAT_VERSION = 2  # 2: `card` is a list of card names (`sources` and its facet were added later, compatibly)
 
 
 def explorer_paper(paper: dict[str, Any]) -> dict[str, Any]:
@@ -40,11 +40,13 @@ def explorer_paper(paper: dict[str, Any]) -> dict[str, Any]:
     cards = card_names(paper.get("method_card"))
     if cards:
         row["card"] = cards  # always a list: method_card is one name or several
+    row[SOURCE_FIELD] = list(paper.get(SOURCE_FIELD) or [])
     return row
 
 
 def facets(atlas: Atlas) -> list[dict[str, Any]]:
-    """The filters in display order: label vocabularies from the schema, then years and venues found in the data.
+    """The filters in display order: label vocabularies from the schema, then years and venues found in the data,
+    then the source lists (the schema's `sources` vocabulary: the three lists and `contributed`).
 
     Each value is [value, meaning]; meanings are the schema's x-enum-descriptions (empty for years and venues).
     """
@@ -58,6 +60,9 @@ def facets(atlas: Atlas) -> list[dict[str, Any]]:
     venues = Counter(venue_series(p["venue"]) for p in atlas.papers)
     ordered = sorted(venues, key=lambda v: (-venues[v], v.lower()))
     result.append({"key": "venue", "label": "Venue", "values": [[v, ""] for v in ordered]})
+    sources = atlas.vocabularies[SOURCE_FIELD]
+    result.append({"key": SOURCE_FIELD, "label": "Source list",
+                   "values": [[v, sources.meanings.get(v, "")] for v in sources.values]})
     return result
 
 

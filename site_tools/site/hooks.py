@@ -25,6 +25,7 @@ import html
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,7 +38,13 @@ from mkdocs.plugins import CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
 
-from site_tools.bibtex import catalog_to_bibtex
+# mkdocs loads this file by its path; import `site_tools` from the checkout this file is in, not from whichever
+# checkout the environment has installed (worktrees may share one virtual environment).
+_CHECKOUT = str(Path(__file__).resolve().parents[2])
+if _CHECKOUT not in sys.path:
+    sys.path.insert(0, _CHECKOUT)
+
+from site_tools.bibtex import catalog_to_bibtex  # noqa: E402
 from site_tools.catalog import (NOTEBOOKS_DIR, PAPERS_DIR, RESULTS_DIR, SCHEMA_PATH, CatalogError, card_names,
                                 load_catalog, notebooks_dir_for)
 from site_tools.export import to_csv, to_json

@@ -19,7 +19,8 @@ from site_tools.entries import FIELD_ORDER, render_yaml
 from site_tools.export import stats
 
 from . import markup as md
-from .atlas import LABEL_FIELDS, Atlas, labels_of, month_year, sort_key_recent, venue_and_year
+from .atlas import (CONTRIBUTED, LABEL_FIELDS, SOURCE_FIELD, Atlas, labels_of, month_year, sort_key_recent,
+                    venue_and_year)
 from .cards import LEADERBOARDS, Card, headline, provenance
 
 # Source paths of the site's pages (inside the docs folder); URLs follow from them (papers/<id>.md -> papers/<id>/).
@@ -148,8 +149,10 @@ def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str],
     parts += related_section(atlas, paper, src)
     if paper.get("notes"):
         parts += ["## Notes", "", md.text(paper["notes"]), ""]
+    sources = ", ".join(f"[{md.text(name)}]({explorer_link(src, **{SOURCE_FIELD: name})})"
+                        for name in paper[SOURCE_FIELD])
     parts += [f"<small>Catalog entry: {md.code('catalog/papers/' + paper['id'] + '.yaml')} · "
-              f"sources: {md.text(', '.join(paper['sources']))}</small>", ""]
+              f"sources: {sources}</small>", ""]
     return "\n".join(parts)
 
 
@@ -332,7 +335,23 @@ def home_counts(atlas: Atlas, src: str) -> str:
     return "\n".join([
         f"**{len(atlas.papers)} papers**{span} · {with_code} with official code · {cards} · "
         f"{len(atlas.benchmarks)} [benchmarks and datasets]({relative(src, BENCHMARKS)})", "",
+        source_counts(atlas, src), "",
         md.table(["Contribution", "Papers", "Meaning"], rows)])
+
+
+def source_counts(atlas: Atlas, src: str) -> str:
+    """How many entries come from the curated source lists (and from each list), and how many were added beyond
+    them; each count opens the explorer filtered by that source."""
+    lists = atlas.source_lists
+    counts = Counter(value for paper in atlas.papers for value in paper.get(SOURCE_FIELD) or [])
+    from_lists, beyond = len(atlas.from_source_lists()), len(atlas.beyond_source_lists())
+    per_list = ", ".join(f"[{md.text(name)}]({explorer_link(src, **{SOURCE_FIELD: name})}) {counts[name]}"
+                         for name in lists)
+    added = f"{beyond} added beyond them"
+    if beyond:
+        added = f"[{added}]({explorer_link(src, **{SOURCE_FIELD: CONTRIBUTED})})"
+    return (f"**{from_lists} from the {len(lists)} source lists** ({per_list}; a paper can be in several) · "
+            f"**{added}**")
 
 
 def recent_papers(atlas: Atlas, src: str, count: int = 8) -> str:

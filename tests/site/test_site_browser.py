@@ -298,3 +298,112 @@ def test_hostile_strings_stay_text_in_the_browser(page, hostile_url):
     # The search results render the title too.
     assert "papers/evil2024script/" in search(page, hostile_url, "Unlearning", "papers/evil2024script/")
     page.wait_for_timeout(300)  # give any injected script a moment to run; the page fixture fails on a dialog
+
+
+# --- narrow screens, URL parameters, source lists ---------------------------------------------------------------------
+
+def page_at(browser, width: int):
+    """A fresh light-mode page `width` CSS pixels wide (a phone: 390, a tablet: 768)."""
+    context = browser.new_context(viewport={"width": width, "height": 844}, color_scheme="light")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    return context, page
+
+
+# The document's width beyond the window, and the elements sticking out on the right (what a reader would have to
+# scroll sideways to reach; content inside a box that scrolls on its own, like a wide table, does not count).
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const outside = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const box = element.getBoundingClientRect();
+    if (box.width === 0 || box.right <= width + 1) continue;
+    let parent = element.parentElement, scrolls = false;
+    for (; parent; parent = parent.parentElement) {
+      if (["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(parent).overflowX)) { scrolls = true; break; }
+    }
+    if (!scrolls) outside.push(element.tagName.toLowerCase() + "." + element.className + " ends at " + Math.round(box.right));
+  }
+  return { scrollWidth: document.documentElement.scrollWidth, width: width, outside: outside.slice(0, 5) };
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 768])
+@pytest.mark.parametrize("path", ["explorer/", "papers/gandikota2023erasing/", "cards/uce/"])
+def test_no_horizontal_overflow_on_narrow_screens(browser, site_url, width, path):
+    """At phone width the explorer was 469 px wide with its filters clipped on the right and no way to reach them."""
+    context, page = page_at(browser, width)
+    try:
+        page.goto(site_url + path)
+        if path == "explorer/":
+            explorer_ids(page)
+        page.wait_for_load_state("load")
+        layout = page.evaluate(OVERFLOW)
+        assert layout["scrollWidth"] <= layout["width"] and not layout["outside"], layout
+        if path == "explorer/":  # every filter can be reached and used
+            rights = page.eval_on_selector_all(".atlas-explorer__filters select, .atlas-explorer__filters input",
+                                               "controls => controls.map(c => c.getBoundingClientRect().right)")
+            assert len(rights) >= 10 and max(rights) <= width, rights
+            page.select_option("select[name=sources]", "multimodal-unlearning-survey")
+            page.wait_for_function("location.search.includes('sources=multimodal-unlearning-survey')")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"site-{path.split('/')[0]}-{width}px.png"), full_page=True)
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("stage=nonsense", ["stage=nonsense (no such intervention stage)"]),
+    ("stage=decoding-time&modality=smell", ["modality=smell (no such modality)"]),
+    ("stag=training-time&sort=color&order=up&code=yes",
+     ["stag=training-time (no such filter)", "sort=color (sort by one of:", "order=up (use asc or desc)",
+      "code=yes (use 1 or 0)"]),
+    ("stage=decoding-time&stage=training-time", ["stage=training-time (stage given twice; the first is used)"]),
+])
+def test_invalid_url_filters_are_reported(page, site_url, catalog, query, expected):
+    """`?stage=nonsense` used to show every paper without a word; the page now says which filter it did not apply."""
+    page.goto(site_url + "explorer/?" + query)
+    ids = explorer_ids(page) if "decoding-time" in query else None
+    notice = page.locator(".atlas-explorer__notice")
+    assert notice.is_visible()
+    text = notice.inner_text()
+    assert text.startswith("Not understood, so not applied:"), text
+    for part in expected:
+        assert part in text, text
+    if ids is not None:  # the filters that were understood still apply
+        assert set(ids) == {p["id"] for p in catalog if "decoding-time" in p.get("stage", [])}
+    assert "nonsense" not in page.evaluate("location.search") and "smell" not in page.evaluate("location.search")
+    page.click(".atlas-explorer__reset")
+    assert not notice.is_visible()
+
+
+def test_valid_url_shows_no_notice(page, site_url):
+    page.goto(site_url + "explorer/?stage=decoding-time&q=x&h=y")  # q and h belong to Material's search
+    explorer_ids(page)
+    assert not page.locator(".atlas-explorer__notice").is_visible()
+
+
+def test_source_list_filter_is_kept_in_the_url(page, site_url, catalog):
+    """Issue 16: the explorer filters by source list, and the view reloads from the URL."""
+    page.goto(site_url + "explorer/")
+    explorer_ids(page)
+    options = page.eval_on_selector_all("select[name=sources] option", "options => options.map(o => o.value)")
+    assert options == ["", "awesome-vgm-vlm-unlearning", "awesome-generative-image-unlearning",
+                       "multimodal-unlearning-survey", "contributed"]
+    page.select_option("select[name=sources]", "awesome-generative-image-unlearning")
+    page.wait_for_function("location.search.includes('sources=awesome-generative-image-unlearning')")
+    expected = {p["id"] for p in catalog if "awesome-generative-image-unlearning" in p["sources"]}
+    assert expected and set(explorer_ids(page)) == expected
+    page.reload()
+    assert set(explorer_ids(page)) == expected
+    assert page.input_value("select[name=sources]") == "awesome-generative-image-unlearning"
+    contributed = [p for p in catalog if p["sources"] == ["contributed"]]
+    page.goto(site_url + "explorer/?sources=contributed")
+    page.wait_for_selector(".atlas-explorer__status")
+    page.wait_for_function("document.querySelector('.atlas-explorer__status').textContent.length > 0")
+    assert len(page.locator("#atlas-explorer tbody tr[data-id]").all()) == len(contributed)
+    # The home page counts both, generated from the data.
+    page.goto(site_url)
+    from_lists = len(catalog) - len(contributed)
+    assert f"{from_lists} from the 3 source lists" in page.inner_text("article")
+    assert f"{len(contributed)} added beyond them" in page.inner_text("article")

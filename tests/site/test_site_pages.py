@@ -53,6 +53,8 @@ def test_every_paper_has_a_page_with_its_title_bibtex_and_labels(catalog, genera
         assert f"?contribution={paper['contribution']})" in text, "contribution badge links to the explorer"
         for stage in paper.get("stage", []):
             assert f"?stage={stage})" in text
+        for source in paper["sources"]:  # each source list links to the explorer filtered by it
+            assert f"?sources={source})" in text
 
 
 def test_site_pages_cover_the_vocabularies_and_downloads(catalog, generated):
@@ -83,12 +85,16 @@ def test_explorer_json_matches_the_catalog(catalog, generated):
         assert row.get("code") == paper["links"].get("code")
         assert row.get("card") == (card_names(paper.get("method_card")) or None), "always a list of names"
         assert row.get("venue_series", row["venue"]) == venue_series(paper["venue"])
+        assert row["sources"] == paper["sources"], "the source-list filter reads it"
         assert "summary" not in row and "notes" not in row, "only what the table needs"
     schema = load_schema()["properties"]
     facets = {facet["key"]: [value for value, _ in facet["values"]] for facet in data["facets"]}
     for field in ("stage", "modality", "model_family", "target"):
         assert facets[field] == schema[field]["items"]["enum"]
     assert facets["contribution"] == schema["contribution"]["enum"]
+    assert facets["sources"] == schema["sources"]["items"]["enum"]  # the three lists, then contributed
+    meanings = {facet["key"]: dict(facet["values"]) for facet in data["facets"]}["sources"]
+    assert all(meanings.values()) and "beyond the three source lists" in meanings["contributed"]
     assert set(facets["year"]) == {str(paper["year"]) for paper in catalog}
     assert data["paper_url"] == "papers/{id}/"
 
@@ -223,3 +229,36 @@ def test_venue_series_and_top_venues_figure():
     svg = top_venues(atlas).decode()
     assert svg.startswith("<?xml") and "<svg" in svg
     assert ">CVPR<" in svg and "CVPR 2024" not in svg and "Costs $5" in svg
+
+
+@pytest.mark.parametrize("venue, series", [
+    ("ACM Transactions on Graphics (SIGGRAPH Asia 2023)", "ACM Transactions on Graphics (SIGGRAPH Asia)"),
+    ("Proceedings of Something (2024)", "Proceedings of Something"),
+    ("Journal X (Asia, 2023)", "Journal X (Asia)"),
+    ("ICML, 2024", "ICML"),
+    ("IEEE S&P 2024 Workshop", "IEEE S&P Workshop"),
+])
+def test_venue_series_keeps_brackets_tidy(venue, series):
+    """A year inside brackets used to leave '(SIGGRAPH Asia )' in the venue facet."""
+    assert venue_series(venue) == series
+    atlas = Atlas([{"id": "x2024p", "title": "Paper", "year": 2024, "venue": venue, "contribution": "analysis",
+                    "modality": ["image"], "summary": "s", "sources": ["contributed"]}])
+    facet = next(f for f in explorer_data(atlas, "papers/{id}/", {})["facets"] if f["key"] == "venue")
+    assert facet["values"] == [[series, ""]]
+
+
+def test_home_page_counts_entries_from_the_lists_and_beyond():
+    """Issue 16: how many entries come from the source lists and how many were added beyond them, from the data."""
+    base = {"year": 2024, "venue": "arXiv", "contribution": "analysis", "modality": ["image"], "summary": "s"}
+    sources = [["awesome-vgm-vlm-unlearning"], ["awesome-vgm-vlm-unlearning", "multimodal-unlearning-survey"],
+               ["multimodal-unlearning-survey"], ["contributed"], ["contributed"], ["contributed"]]
+    atlas = Atlas([dict(base, id=f"x2024p{i}", title=f"Paper {i}", sources=s) for i, s in enumerate(sources)])
+    text = pages.home_counts(atlas, "index.md")
+    assert "**3 from the 3 source lists**" in text
+    assert "[awesome\\-vgm\\-vlm\\-unlearning](explorer.md?sources=awesome-vgm-vlm-unlearning) 2" in text
+    assert "[multimodal\\-unlearning\\-survey](explorer.md?sources=multimodal-unlearning-survey) 2" in text
+    assert "(explorer.md?sources=awesome-generative-image-unlearning) 0" in text
+    assert "**[3 added beyond them](explorer.md?sources=contributed)**" in text
+    real = Atlas(load_catalog())
+    beyond = sum(1 for p in real.papers if p["sources"] == ["contributed"])
+    assert f"**{len(real.papers) - beyond} from the 3 source lists**" in pages.home_counts(real, "index.md")
