@@ -355,7 +355,7 @@ HOSTILE_BIB_PAPER = {
     **GOOD, "id": "mueller2024hostile", "title": '{Braces} \\ back\\ M"uller 50% @home, "quoted" ~tilde \\',
     "aliases": ["Other, Name; with | pipes", "{x} and {y}"], "authors": ["Jörg Müller", "Ann O'Hara & {{ jinja }}",
                                                                      "Smith, Jr", "Barnes and Noble"],
-    "month": 2, "venue": "ACM Transactions on Graphics (SIGGRAPH Asia 2023)",
+    "month": 2, "venue": "ACM Transactions on Graphics 2024",
     "links": {"arxiv": "2402.99999", "url": "https://example.org/a?b=1&c=%20{d}", "code": "https://github.com/x/y",
               "doi": "10.1000/xyz{1}", "pdf": "https://example.org/p.pdf", "project": "https://example.org/p",
               "openreview": "AbC_d-1"},
@@ -366,16 +366,18 @@ HOSTILE_BIB_PAPER = {
 }
 
 
-def round_trip(tmp_path: Path, papers: list[dict], notebooks: set[str]) -> dict[str, dict]:
-    """Export `papers` as BibTeX, import the file into an empty catalog folder (with the card notebooks the entries
-    name, so that it validates), check it validates, and return the imported entries by id."""
+def round_trip(tmp_path: Path, papers: list[dict], cards: set[str]) -> dict[str, dict]:
+    """Export `papers` as BibTeX, import the file into an empty catalog folder (with a registry of the cards the
+    entries name, so that it validates), check it validates, and return the imported entries by id."""
     bib = write(tmp_path, "export.bib", catalog_to_bibtex(papers))
     folder = tmp_path / "catalog" / "papers"
-    (tmp_path / "notebooks").mkdir()
-    for name in notebooks:
-        (tmp_path / "notebooks" / f"{name}.ipynb").write_text("{}")
+    registry = write_registry(tmp_path / "registry.yaml", {
+        name: card_entry("miniprofiles", [p["id"] for p in papers if name in card_names(p.get("method_card"))])
+        for name in cards})
     assert main(["--papers-dir", str(folder), "import-bib", str(bib)]) == 0
-    _, problems = validate_paths(None, papers_dir=folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMU_ATLAS_REGISTRY", str(registry))
+        _, problems = validate_paths(None, papers_dir=folder)
     assert not problems, "\n".join(map(str, problems))
     return {p["id"]: p for p in (yaml.safe_load(f.read_text(encoding="utf-8")) for f in folder.glob("*.yaml"))}
 
