@@ -116,6 +116,15 @@ class Testbed(ABC):
         """Write the run's figure (the declaration's `figure`) to `path`; None when the testbed has none."""
         return None
 
+    def base_model(self):
+        """The testbed's own model, unedited, in its modality's edited-model interface (the matrix's "base")."""
+        raise NotImplementedError
+
+    def score_attack(self, result, edited, request: ForgetRequest, seed: int) -> Evaluation:
+        """Score what an attack card produced against an edited model (attack success, cost); testbeds that run
+        attacks implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not score attacks yet")
+
     @abstractmethod
     def model_tensors(self) -> dict:
         """name -> tensor of every parameter of the testbed's own model (to check that a card leaves it untouched)."""
