@@ -125,6 +125,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
+    from .core.cache import CacheError
+
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
             from .matrix import run_matrix
 
             run_matrix(plan, print)
-    except UsageError as error:  # found while loading (e.g. a --model that cannot be loaded)
+    except (UsageError, CacheError) as error:  # found while loading (a --model that cannot be loaded, the cache)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -146,3 +146,6 @@ def testbed_class(spec) -> type:
         raise TypeError(f"{spec.source}: entry {spec.entry!r} is not a methods.testbeds.Testbed subclass")
     cls.spec = spec
     return cls
+
+
+testbed_class.__test__ = False  # not a pytest test, whatever module imports it

@@ -99,8 +99,9 @@ class MiniCanvasTestbed(Testbed):
         torch.set_num_threads(cfg.num_threads)
         data = load_data(cfg.split_seed)
         root = cache_root() / "minicanvas"
-        model_dir = cached(root / config_hash(cfg.model_key()), _save_base_model(cfg, data, log), CACHE_MARKER)
-        judge_dir = cached(root / ("judge-" + config_hash(cfg.judge_key())), _save_judge(cfg, data, log), CACHE_MARKER)
+        model_dir = cached(root / config_hash(cfg.model_key()), _save_base_model(cfg, data, log), CACHE_MARKER, log)
+        judge_dir = cached(root / ("judge-" + config_hash(cfg.judge_key())), _save_judge(cfg, data, log), CACHE_MARKER,
+                           log)
 
         model_info = json.loads((model_dir / "config.json").read_text())
         text_encoder, unet = build_models(model_info["text_encoder_config"], model_info["unet_config"])

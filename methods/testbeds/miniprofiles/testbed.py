@@ -148,7 +148,7 @@ class MiniProfilesTestbed(Testbed):
         if not (model_dir / CACHE_MARKER).exists():
             log(f"[miniprofiles] fine-tuning the vanilla model ({cfg.scale} scale, {source}); once per machine")
         items = data.profile_items(data.fictitious_ids)
-        model_dir = cached(model_dir, trainer.build(items, {"cache_key": key}), CACHE_MARKER)
+        model_dir = cached(model_dir, trainer.build(items, {"cache_key": key}), CACHE_MARKER, log)
         return cls(cfg, data, encoder, trainer, model_dir, max_new_tokens, eval_batch_size, log)
 
     def _dtype(self):
@@ -203,7 +203,10 @@ class MiniProfilesTestbed(Testbed):
         """Evaluation records of a cached (never modified) model, stored next to its weights."""
         path = Path(directory) / f"eval-{config_hash(self.eval_key())}.json"
         if path.exists():
-            return json.loads(path.read_text())
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):  # a corrupt record file (a killed write): computed again below
+                self.log(f"[cache] {path.name} of {Path(directory).name} is unreadable; evaluating again")
         records = self.evaluate_records(model)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(records))
@@ -224,7 +227,8 @@ class MiniProfilesTestbed(Testbed):
             self.log(f"[miniprofiles] training the retain-only oracle without {', '.join(forget_ids)}")
         retain_ids = [pid for pid in self.data.fictitious_ids if pid not in set(forget_ids)]
         items = self.data.profile_items(retain_ids)
-        directory = cached(directory, self.trainer.build(items, {"forget_ids": list(forget_ids)}), CACHE_MARKER)
+        directory = cached(directory, self.trainer.build(items, {"forget_ids": list(forget_ids)}), CACHE_MARKER,
+                           self.log)
         model = load_checkpoint(directory, self.device, self._dtype())
         return model.requires_grad_(False), directory
 
