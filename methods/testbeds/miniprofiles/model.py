@@ -33,7 +33,7 @@ def build_tokenizer(model_max_length: int = 64):
         bos_token="<bos>",
         eos_token="<eos>",
         unk_token="<unk>",
-        # gotcha 4 of the feasibility note: LlavaProcessor reads tokenizer.image_token
+        # LlavaProcessor reads tokenizer.image_token
         extra_special_tokens={"image_token": IMAGE_TOKEN},
         model_max_length=model_max_length,
     )
@@ -59,7 +59,7 @@ def build_processor(cfg: MiniProfilesConfig):
 
 
 def build_model_config(cfg: MiniProfilesConfig, tokenizer):
-    """Tiny CLIP vision tower + tiny Llama in a LlavaConfig (gotchas 2 and 7 of the feasibility note)."""
+    """Tiny CLIP vision tower + tiny Llama in a LlavaConfig (vision_feature_layer -1, untied embeddings)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     vision = CLIPVisionConfig(
