@@ -12,6 +12,7 @@ file changes.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,3 +150,17 @@ def testbed_class(spec) -> type:
 
 
 testbed_class.__test__ = False  # not a pytest test, whatever module imports it
+
+
+def lazy_exports(package: str, submodules: tuple):
+    """A module `__getattr__` that finds a name in the package's submodules on first use, so that a testbed package
+    exposes its names (`minicanvas.build_erase_request`) without importing torch when only its declaration is read."""
+
+    def __getattr__(name: str):
+        for submodule in submodules:
+            module = importlib.import_module(f"{package}.{submodule}")
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

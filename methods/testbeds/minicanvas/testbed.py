@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ...core.cache import cache_root, cached, config_hash
+from ...core.cache import cache_root, cached, config_hash, sha256_file
 from ...core.seeding import make_generator, resolve_device, seed_everything
 from ...t2i.diffusion import DiffusionComponents, EditedDiffusion, EraseRequest, SamplingSettings
 from .. import Evaluation, ForgetRequest, Testbed, UsageError
@@ -37,7 +37,7 @@ from .config import MiniCanvasConfig, config_for
 from .data import load_data
 from .metrics import evaluation_prompts, score
 from .model import (SD_RETAIN_PROMPTS, Judge, ModelLoadError, build_models, build_schedulers, decode_latents,
-                    load_stable_diffusion, sha256_of, text_encoder_config, unet_config, NOISE_SCHEDULER_CONFIG)
+                    load_stable_diffusion, text_encoder_config, unet_config, NOISE_SCHEDULER_CONFIG)
 from .prompts import DIGITS, STYLES, VOCAB, build_erase_request, build_tokenizer, concept_axis, default_anchor
 from .training import train_base_model, train_judge
 
@@ -115,7 +115,7 @@ class MiniCanvasTestbed(Testbed):
         judge.load_state_dict(load_file(str(judge_dir / "judge.safetensors")))
         judge.eval().requires_grad_(False)
         judge_info = json.loads((judge_dir / "config.json").read_text())
-        judge_info["sha256"] = sha256_of(judge_dir / "judge.safetensors")
+        judge_info["sha256"] = sha256_file(judge_dir / "judge.safetensors")
 
         components = DiffusionComponents(
             unet=unet,

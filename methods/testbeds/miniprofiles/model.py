@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ...core.cache import sha256_file
 from .config import MiniProfilesConfig
 from .data import IMAGE_TOKEN, QA, build_vocab, format_prompt
 
@@ -229,13 +230,7 @@ def sha256_of_checkpoint(directory: Path) -> str:
     files = sorted(Path(directory).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors file in {directory}")
-    digests = []
-    for path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digests.append(digest.hexdigest())
+    digests = [sha256_file(path) for path in files]
     return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
