@@ -7,7 +7,8 @@ exact forms and weights below are this card's reading, not checked against the p
 Both encoders are fine-tuned on batches that join forget pairs and retain pairs, with
     L = lambda_f * L_forget + lambda_r * L_retain + lambda_c * L_consistency
 - Forgetting module: L_forget = - mean over the forget pairs of CLIP's in-batch contrastive loss (image->text and
-  text->image cross-entropy), which breaks each forget image's association with its caption;
+  text->image cross-entropy), which breaks each forget image's association with its caption (the forget set is the
+  request's own image-caption pairs; `forget_text="class_prompt"` pairs the images with their class prompt instead);
 - Retention module: L_retain = the same contrastive loss, averaged over the retain pairs;
 - Consistency module: L_consistency = KL(p_original || p) of the image->text and text->image similarity
   distributions of the retain pairs, between the frozen original model and the model being unlearned.
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from ..core.config import check_config
 from ..core.seeding import make_generator
-from .edited import CLIPTask, batches, contrastive_loss, pair_logits, same_caption
+from .edited import CLIPTask, batches, contrastive_loss, image_features, same_caption, text_features
 from ..testbeds.miniclip.training import parameter_groups
 
 
@@ -39,9 +40,10 @@ class CLIPEraseConfig:
     lambda_forget: float = 1.0
     lambda_retain: float = 1.0
     lambda_consistency: float = 1.0
+    forget_text: str = "caption"  # the forget images' text: their own caption (the forget pairs), or the class prompt
 
     def __post_init__(self):
-        check_config(self, learning_rate=">0", weight_decay=">=0", epochs=">=1", forget_batch_size=">=1",
+        check_config(self, {"forget_text": ("class_prompt", "caption")}, learning_rate=">0", weight_decay=">=0", epochs=">=1", forget_batch_size=">=1",
                      retain_batch_size=">=1", lambda_forget=">=0", lambda_retain=">=0", lambda_consistency=">=0")
 
 
@@ -64,6 +66,19 @@ def cliperase_loss(logits: torch.Tensor, original_logits: torch.Tensor, positive
     return total, forget, retain, consistency
 
 
+def forget_texts(task: CLIPTask, index: torch.Tensor, mode: str) -> list:
+    if mode == "caption" or not task.forget_classes:
+        return [task.caption_texts[int(c)] for c in task.forget.captions[index]]
+    return [task.templates[int(label)][0] for label in task.forget_labels[index]]
+
+
+def text_logits(model, task: CLIPTask, images: torch.Tensor, texts: list) -> torch.Tensor:
+    """logit_scale * cos(image_i, text_j)."""
+    image = image_features(model, task.pixels(images))
+    text = text_features(model, task.encoder.texts(texts))
+    return model.logit_scale.exp() * image @ text.t()
+
+
 def unlearn(model, task: CLIPTask, config: CLIPEraseConfig, seed: int = 0) -> dict:
     if len(task.forget) == 0 or len(task.retain) == 0:
         raise ValueError("CLIPErase needs forget and retain pairs")
@@ -76,13 +91,16 @@ def unlearn(model, task: CLIPTask, config: CLIPEraseConfig, seed: int = 0) -> di
         for forget_index in batches(len(task.forget), config.forget_batch_size, generator):
             retain_index = torch.randint(len(task.retain), (config.retain_batch_size,), generator=generator)
             images = torch.cat([task.forget.images[forget_index], task.retain.images[retain_index]])
-            captions = torch.cat([task.forget.captions[forget_index], task.retain.captions[retain_index]])
-            is_forget = torch.arange(len(captions)) < len(forget_index)
-            logits = pair_logits(model, task, images, captions)
+            texts = forget_texts(task, forget_index, config.forget_text) + \
+                [task.caption_texts[int(c)] for c in task.retain.captions[retain_index]]
+            is_forget = torch.arange(len(texts)) < len(forget_index)
+            logits = text_logits(model, task, images, texts)
             with torch.no_grad():
-                original_logits = pair_logits(original, task, images, captions)
+                original_logits = text_logits(original, task, images, texts)
+            ids = {text: i for i, text in enumerate(dict.fromkeys(texts))}
             total, forget, retain, consistency = cliperase_loss(
-                logits, original_logits, same_caption(captions).to(logits.device), is_forget.to(logits.device), config)
+                logits, original_logits, same_caption(torch.tensor([ids[t] for t in texts])).to(logits.device),
+                is_forget.to(logits.device), config)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
