@@ -115,3 +115,14 @@ def test_a_real_clip_checkpoint_folder_runs_with_official_defaults(tmp_path):
     assert record["adaptations"] == {"retain_batches": {"value": 2, "why": "set by the user (--set)"},
                                      "max_iterations": {"value": 2, "why": "set by the user (--set)"}}
     assert record["metrics"]["forget_acc"]["mean"] is not None and record["metrics"]["oracle_gap"] is None
+
+
+@pytest.mark.slow
+def test_the_ci_base_model_reads_held_out_digits_and_styles():
+    """The testbed's base bar: >= 90% digit and >= 95% style zero-shot accuracy on held-out images (trains the ci
+    base model, about a minute on one thread, in the tests' private cache)."""
+    from methods.testbeds.miniclip.testbed import MiniCLIPTestbed
+
+    testbed = MiniCLIPTestbed.load("ci", "cpu", log=lambda _: None)
+    metrics, details = testbed._evaluate(testbed.model, mc.parse_request("three"))
+    assert details["accuracy"]["digit"] >= 0.90 and details["accuracy"]["style"] >= 0.95, details["accuracy"]

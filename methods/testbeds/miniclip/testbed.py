@@ -287,7 +287,7 @@ def plot_confusions(record: dict, run, path: Path) -> None:
         panels.append(("oracle", run.references["oracle"].details))
     axis = run.evaluation.details["confusion"]["axis"]
     names = class_names(axis)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 4.0), squeeze=False)
     for ax, (title, details) in zip(axes[0], panels):
         ax.imshow(details["confusion"]["matrix"], cmap="Blues", vmin=0, vmax=1)
         ax.set_title(title, fontsize=10)
