@@ -24,8 +24,7 @@ import torch.nn.functional as F
 
 from ..core.config import check_config
 from ..core.seeding import make_generator
-from .edited import CLIPTask, batches, contrastive_loss, image_features, same_caption, text_features
-from ..testbeds.miniclip.training import parameter_groups
+from .edited import CLIPTask, parameter_groups, batches, contrastive_loss, image_features, same_caption, text_features
 
 
 @dataclass

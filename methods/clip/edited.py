@@ -127,6 +127,17 @@ def batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool =
     return [order[start:start + batch_size] for start in range(0, n, batch_size)]
 
 
+def parameter_groups(model, weight_decay: float) -> list:
+    """open_clip's grouping (also CleanCLIP's and SLUG's): no weight decay on gains, biases and the logit scale."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        skip = parameter.ndim < 2 or "norm" in name or "bias" in name or "logit_scale" in name
+        (no_decay if skip else decay).append(parameter)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
 def vision_parameters(model) -> list:
     """(name, parameter) of the image encoder as task_vectors fine-tunes it: the vision tower and its projection."""
     return [(name, p) for name, p in model.named_parameters()

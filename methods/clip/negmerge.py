@@ -28,8 +28,8 @@ from .taskvector import finetune_image_encoder, negate_and_apply
 @dataclass
 class NegMergeConfig:
     # candidate fine-tunes: the paper varies the fine-tuning hyper-parameters; here learning rate x epochs
-    learning_rates: tuple = (1e-5, 5e-6)  # around task_vectors' 1e-5 (src/finetune.py __main__)
-    epochs: tuple = (5, 10)  # task_vectors' epochs table (MNIST 5) and twice that
+    learning_rates: tuple = (1e-5, 5e-6)  # the paper's candidate grid was not read: task_vectors' 1e-5 and half
+    epochs: tuple = (5, 10)  # ... and task_vectors' epochs table (MNIST 5) and twice that
     label_smoothing: float = 0.0  # src/args.py --ls default
     weight_decay: float = 0.1  # src/args.py --wd default
     batch_size: int = 128  # src/finetune.py (__main__)

@@ -37,10 +37,11 @@ class TaskVectorConfig:
     warmup_steps: int = 500  # src/args.py --warmup_length default
     label_smoothing: float = 0.0  # src/args.py --ls default
     grad_clip: float = 1.0  # src/finetune.py: clip_grad_norm_(params, 1.0)
-    scaling_coef: Optional[float] = None  # None: chosen on a grid as the paper does; README example: 0.5
-    coef_grid_steps: int = 20  # lambda in {0, 1/20, ..., 1} (a 0.05 grid over [0, 1])
+    scaling_coef: Optional[float] = None  # None: chosen on a grid (the paper's rule); the README's example uses 0.5
+    coef_grid_steps: int = 20  # lambda in {0, 1/20, ..., 1}: a 0.05 grid over [0, 1] (grid not in the repository)
     coef_max: float = 1.0
-    control_threshold: float = 0.95  # keep the control accuracy >= 95% of the pre-trained model's (paper, Sec. 3)
+    control_threshold: float = 0.95  # control accuracy kept >= 95% of the pre-trained model's: the paper's rule for
+    # forgetting (read in secondary sources; the repository has no search code)
     control_samples: int = 1000  # retain pairs on which the control accuracy is measured
 
     def __post_init__(self):

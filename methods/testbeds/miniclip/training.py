@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.seeding import make_generator, seed_everything
+from ...clip.edited import parameter_groups
 from .config import MiniCLIPConfig
 from .data import TEXT_DIGIT, TEXT_STYLE, TEXTS, PairSet, describes, digit_text, style_text
 from ..minicanvas.prompts import STYLES
@@ -72,17 +73,6 @@ def batch_embeddings(model, pixel_values: torch.Tensor, text_ids: torch.Tensor, 
     image = model.get_image_features(pixel_values=pixel_values)
     image = getattr(image, "pooler_output", image)
     return F.normalize(image, dim=-1), F.normalize(text, dim=-1)[inverse]
-
-
-def parameter_groups(model, weight_decay: float) -> list:
-    """open_clip's grouping (also CleanCLIP's and SLUG's): no weight decay on gains, biases and the logit scale."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        skip = parameter.ndim < 2 or "norm" in name or "bias" in name or "logit_scale" in name
-        (no_decay if skip else decay).append(parameter)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
