@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from methods.testbeds.miniclip import data as mc
 from methods.testbeds.miniclip.metrics import oracle_gap
 from methods.testbeds.miniclip.training import multi_positive_infonce, positives_of
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_requests_parse_and_bad_ones_name_the_choices():
