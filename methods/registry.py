@@ -169,6 +169,7 @@ class CardTestbed:
     adaptations: dict  # field -> Adaptation: the testbed's values where the official default does not fit
     smoke: dict  # field -> value: the contract tests' tiny budget on the testbed's smoke scale
     bar: Optional[Bar]
+    forget: Optional[str] = None  # the forget request the card runs by default on the testbed (None: the testbed's)
 
     def overrides(self) -> dict:
         return {name: adaptation.value for name, adaptation in self.adaptations.items()}
@@ -385,7 +386,8 @@ def load_cards(path: Path, testbeds: dict) -> dict:
                     read.fail(f"{at}.adaptations.{key}", "needs a value")
                 adaptations[key] = Adaptation(value["value"], " ".join(read.get(value, "why", f"{at}.adaptations.{key}").split()))
             on[testbed_name] = CardTestbed(adaptations, read.mapping(settings.get("smoke") or {}, f"{at}.smoke"),
-                                           _bar(read, settings.get("bar"), f"{at}.bar", testbed))
+                                           _bar(read, settings.get("bar"), f"{at}.bar", testbed),
+                                           read.get(settings, "forget", at, str, None))
         claim = item.get("claim")
         if claim is not None:
             claim = read.mapping(claim, f"{where}.claim")

@@ -8,6 +8,7 @@ file changes.
 
 - `minicanvas`: a miniature UnlearnCanvas (text-to-image concept erasure on digits x styles).
 - `miniprofiles`: a miniature MLLMU-Bench (a tiny LLaVA that memorised fictitious profiles).
+- `miniclip`: a tiny CLIP on the MiniCanvas captions (class, pair and backdoor forgetting).
 """
 
 from __future__ import annotations
