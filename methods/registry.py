@@ -142,6 +142,7 @@ def _mean(stat) -> Optional[float]:
 class Bar:
     conditions: tuple
     note: str = ""  # why this bar (e.g. "SLD changes no weights and is held to a weaker bar")
+    known_miss: str = ""  # a miss the card's results show and explain (what was tried); shown, never hidden
 
     def text(self, labels: dict) -> str:
         return ", ".join(condition.text(labels) for condition in self.conditions)
@@ -353,7 +354,8 @@ def _bar(read: _Reader, data, where: str, testbed: TestbedSpec) -> Optional[Bar]
         if condition.reference is not None and condition.reference not in references:
             read.fail(f"{at}.reference", f"{condition.reference!r} is not a reference of {testbed.name}")
         conditions.append(condition)
-    return Bar(tuple(conditions), read.get(data, "note", where, str, ""))
+    return Bar(tuple(conditions), read.get(data, "note", where, str, ""),
+               " ".join(read.get(data, "known_miss", where, str, "").split()))
 
 
 def load_cards(path: Path, testbeds: dict) -> dict:
