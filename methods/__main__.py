@@ -96,6 +96,7 @@ def _list(testbed) -> int:
 
 
 def main(argv=None) -> int:
+    from .core.config import ConfigError
     from .registry import RegistryError
     from .testbeds import UsageError
 
@@ -137,8 +138,8 @@ def main(argv=None) -> int:
             from .matrix import run_matrix
 
             run_matrix(plan, print)
-    except UsageError as error:  # found while loading (e.g. a --model that cannot be loaded)
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, ConfigError) as error:  # found while loading (a --model that cannot be loaded) or once the
+        print(f"error: {error}", file=sys.stderr)  # model is known (RMU's layer beyond the model's depth)
         return EXIT_USAGE
     return 0
 

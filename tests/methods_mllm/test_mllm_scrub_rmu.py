@@ -118,3 +118,17 @@ def test_rmu_loss_is_beta_forget_plus_retain_mse(two_layer_model, micro_task):
 def test_rmu_rejects_a_layer_the_model_does_not_have(micro_model, micro_task):
     with pytest.raises(ConfigError, match=r"RMUConfig.layer is 7 but the language model has 1 decoder layers"):
         rmu.RMU(rmu.RMUConfig()).prepare(copy.deepcopy(micro_model), micro_task)
+
+
+def test_a_config_error_found_once_the_model_is_loaded_is_one_cli_line(monkeypatch, capsys):
+    """RMU's layer can only be checked against the loaded model: the CLI still prints one line and exits with 2."""
+    import methods.run
+    from methods.__main__ import main
+
+    def fail(*_args, **_kwargs):
+        raise ConfigError("RMUConfig.layer is 9 but the language model has 2 decoder layers; use --set layer=<0..1>")
+
+    monkeypatch.setattr(methods.run, "execute", fail)
+    assert main(["run", "rmu", "--set", "layer=9"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: RMUConfig.layer is 9 but the language model has 2 decoder layers; use --set layer=<0..1>"]
