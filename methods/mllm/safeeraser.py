@@ -15,8 +15,8 @@ to the base objective:
 
 with the official weights w_pd = 0.5 (ga, gd) or 1 (kl, po) and w_r = 1 (gd), 0.5 (gd with PD). KL_r is
 KL(p_before || p_theta) on the retain questions and po's NLL is one token mean over the refusal-targeted forget
-questions and the retain questions (SafeEraser concatenates the two batches); here KL_r is taken at the answer
-positions (SafeEraser: every position), like every KL of this package.
+questions and the retain questions (SafeEraser concatenates the two batches); KL_r is taken over every position of
+the retain inputs, as in forget.py.
 
 `pd_pairing` says which half of a forget prompt is kept. "image" (official): the forget question asked on a harmless
 image, here another (retain) person's picture. "question": a harmless question asked on the forget image, here the
@@ -44,7 +44,7 @@ import torch
 from ..core.config import ConfigError, check_config
 from .ga import _cycle_batches
 from .graddiff import GradDiffConfig, GradientDifference
-from .logprobs import answer_token_logprobs, model_inputs, shifted_logits
+from .logprobs import answer_token_logprobs, model_inputs
 from .losses import answer_nll, kl_to_reference
 from .po import ensure_vocabulary, refusal_targets
 from .schedules import WarmupSchedule, check_schedule
@@ -172,10 +172,11 @@ class SafeEraser(WarmupSchedule, GradientDifference):
         if cfg.base == "gd" and self.uses_retain:
             loss = loss + cfg.retain_term_weight * answer_nll(model, retain_batch)
         elif cfg.base == "kl":
-            logits = shifted_logits(model, retain_batch)
+            # forget.py's kl: KL over every position of the retain inputs (as the KL card's kl_positions="all")
+            logits = model(**model_inputs(retain_batch)).logits.float()
             with torch.no_grad():
-                reference = shifted_logits(self.reference, retain_batch)
-            loss = loss + cfg.retain_term_weight * kl_to_reference(logits, reference, retain_batch)
+                reference = self.reference(**model_inputs(retain_batch)).logits.float()
+            loss = loss + cfg.retain_term_weight * kl_to_reference(logits, reference)
         return loss
 
     def pd_loss(self, model) -> torch.Tensor:

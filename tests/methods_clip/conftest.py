@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MACHINE_CACHE = os.environ.get("MMU_ATLAS_CACHE")  # the machine's cache, for the slow tests of the real testbed
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
@@ -21,6 +22,15 @@ def private_cache(tmp_path_factory):
         os.environ.pop("MMU_ATLAS_CACHE", None)
     else:
         os.environ["MMU_ATLAS_CACHE"] = previous
+
+
+@pytest.fixture
+def machine_cache(monkeypatch):
+    """Point the cache back at the machine's (for tests of the real ci testbed, trained there by the notebooks)."""
+    if MACHINE_CACHE is None:
+        monkeypatch.delenv("MMU_ATLAS_CACHE", raising=False)
+    else:
+        monkeypatch.setenv("MMU_ATLAS_CACHE", MACHINE_CACHE)
 
 
 @pytest.fixture(scope="session")

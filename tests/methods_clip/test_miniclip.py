@@ -119,9 +119,9 @@ def test_a_real_clip_checkpoint_folder_runs_with_official_defaults(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_ci_base_model_reads_held_out_digits_and_styles():
-    """The testbed's base bar: >= 90% digit and >= 95% style zero-shot accuracy on held-out images (trains the ci
-    base model, about a minute on one thread, in the tests' private cache)."""
+def test_the_ci_base_model_reads_held_out_digits_and_styles(machine_cache):
+    """The testbed's base bar: >= 90% digit and >= 95% style zero-shot accuracy on held-out images (the ci base
+    model from the machine's cache, where the notebooks trained it; trained here otherwise)."""
     from methods.testbeds.miniclip.testbed import MiniCLIPTestbed
 
     testbed = MiniCLIPTestbed.load("ci", "cpu", log=lambda _: None)

@@ -1,8 +1,9 @@
 """The quality bars of the registry against the results the notebooks wrote (slow: CI runs `make notebooks` first).
 
 No threshold is written here: each card's bar comes from methods/registry.yaml, so the site, the results files and
-these tests judge the same thing. With MMU_REQUIRE_FRESH=1 (set by .ci/run) a results file must have been produced
-at the checked-out commit. Same seed -> same metrics is checked by re-running two cheap cards.
+these tests judge the same thing. This file sits outside tests/cards/, whose tests use a private empty cache: these use
+the machine's cache, where the notebooks just trained the testbeds. With MMU_REQUIRE_FRESH=1 (set by .ci/run) a
+results file must have been produced at the checked-out commit. Same seed -> same metrics is checked by re-running two cheap cards.
 """
 
 from __future__ import annotations
