@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve build test test-all test-slow test-browser notebooks bench validate browser-deps clean
+.PHONY: serve build test test-all test-slow test-browser notebooks notebooks-check bench validate browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,18 +45,20 @@ test-browser: $(STAMP) browser-deps
 
 test-all: test test-slow test-browser
 
-# Re-execute every card notebook (notebooks/*.ipynb but _*.ipynb) in place with papermill at ci scale: each saves its
-# outputs and rewrites results/<testbed>/<card>/. `make serve` / `make build` then show them; the site never runs a
-# notebook. (benchmarks/bench_methods.py --notebooks and bench_mllm.py --notebooks time them on copies instead.)
+# Re-execute every card notebook in place with papermill at ci scale, JOBS at a time (both cores by default): each
+# saves its outputs and rewrites results/<testbed>/<card>/. `make serve` / `make build` then show them; the site never
+# runs a notebook. `make notebooks-check` checks that the notebooks are what notebooks/_build.py makes.
+JOBS ?= 2
 notebooks: $(STAMP)
-	@set -e; for notebook in notebooks/[!_]*.ipynb; do \
-	  echo "== $$notebook"; \
-	  $(BIN)/papermill "$$notebook" "$$notebook" -p scale ci --cwd notebooks --kernel python3 --no-progress-bar; \
-	done
+	$(BIN)/python notebooks/_run.py --jobs $(JOBS)
+
+notebooks-check: $(STAMP)
+	$(BIN)/python notebooks/_build.py --check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_catalog.py
 	$(BIN)/python benchmarks/bench_site.py
+	$(BIN)/python benchmarks/bench_cards.py
 
 clean:
 	rm -rf site build .pytest_cache .cache/mkdocs-jupyter
