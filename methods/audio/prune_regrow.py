@@ -15,8 +15,8 @@ src/unlearn/unlearning_methods.py: `pop_unlearning`, `cs_prune`, `prune_and_regr
   5. repair: fine-tune on the retain set (SGD with momentum, cross-entropy) for `epochs` epochs.
 
 The regrown entries start random and free (no mask is kept), so the repair step re-learns the retain speakers while
-whatever the pruned weights held about the forget speakers is gone. A module's parameter that was frozen before
-(Whisper's sinusoidal positions) stays frozen after regrowth; the official models have no frozen parameter.
+whatever the pruned weights held about the forget speakers is gone. Every parameter is trained in the repair, as in
+the official code (and as the testbed trains its models).
 """
 
 from __future__ import annotations
@@ -96,13 +96,11 @@ def _regrow(pairs: list, fresh: dict) -> int:
     (id(module), name) -> tensor); returns the number of regrown entries."""
     regrown = 0
     for module, name in pairs:
-        frozen = not getattr(module, name + "_orig").requires_grad
         prune.remove(module, name)
         weight = getattr(module, name)
         mask = weight == 0
         regrown += int(mask.sum())
         weight.add_(mask.to(weight.dtype) * fresh[id(module), name].to(weight.device))
-        weight.requires_grad_(not frozen)
     return regrown
 
 
@@ -124,9 +122,8 @@ def unlearn(model, task: AudioUnlearningTask, config: Optional[PruneRegrowConfig
     del fresh
     clock.report(0, model)
     # 5. repair on the retain set
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum)
+    model.requires_grad_(True).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum)
     history = []
     for epoch in range(1, cfg.epochs + 1):
         for inputs, labels in task.batches("retain", cfg.batch_size, generator):
