@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from methods.audio import bad_teaching, finetune, neggrad_plus, prune_regrow, scrub
+from methods.audio import bad_teaching, cfk, finetune, neggrad_plus, prune_regrow, scrub
 from methods.core.config import ConfigError
 
 from conftest import micro_model
@@ -190,9 +190,44 @@ def test_prune_regrow_defaults_are_the_official_ones():
 
 
 def test_cards_are_deterministic_for_a_seed(task):
-    for module in (finetune, neggrad_plus, scrub, bad_teaching, prune_regrow):
+    for module in (finetune, neggrad_plus, scrub, bad_teaching, prune_regrow, cfk):
         first, second = micro_model(0), micro_model(0)
         module.unlearn(first, task)
         module.unlearn(second, task)
         for a, b in zip(first.parameters(), second.parameters()):
             assert torch.equal(a, b), module.__name__
+
+
+# --- CF-k: only the last k children (and the last encoder layers) move -------------------------------------------------
+
+def test_cfk_trains_only_the_last_child_with_adamw_on_the_retain_set(model, task):
+
+
+    expected = copy.deepcopy(model)
+    head = list(expected.out.parameters())
+    optimizer = torch.optim.AdamW(head, lr=1e-2, weight_decay=0.01)
+    cross_entropy(expected(input_features=task.retain_inputs).logits, task.retain_labels).backward()
+    optimizer.step()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    info = cfk.unlearn(model, task, cfk.CFkConfig(learning_rate=1e-2, batch_size=20))
+    assert info["trained_parameters"] == sum(p.numel() for p in head)
+    for (name, got), want in zip(model.named_parameters(), expected.parameters()):
+        if name.startswith("out."):
+            assert torch.allclose(got, want, atol=1e-6) and not torch.equal(got, before[name]), name
+        else:
+            assert torch.equal(got, before[name]), f"{name} is frozen in CF-1"
+
+
+def test_cfk_encoder_layers_are_found_in_a_real_transformers_classifier():
+
+    from methods.testbeds.minivoices.config import config_for
+    from methods.testbeds.minivoices.model import build_tiny_classifier
+
+    whisper = build_tiny_classifier(config_for("ci"), ["a", "b"], seed=0)
+    assert len(cfk.encoder_layers(whisper)) == config_for("ci").layers
+    trainable = cfk.trainable_part(whisper, k=1, n_encoder_layers=1)
+    names = {name for name, p in whisper.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("classifier.", "encoder.layers.1.")) for n in names)
+    assert sum(p.numel() for p in trainable) == sum(p.numel() for n, p in whisper.named_parameters() if n in names)
+    with pytest.raises(ValueError, match="encoder has 2 layers"):
+        cfk.trainable_part(whisper, k=1, n_encoder_layers=3)
