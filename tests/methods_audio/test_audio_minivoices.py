@@ -101,6 +101,8 @@ def test_simple_mia_is_chance_on_alike_losses_and_high_on_separable_ones():
     (dict(forget="spk01,spk01"), "names a speaker twice"),
     (dict(model="/no/such/folder"), "does not exist and is not a hub id"),
     (dict(scale="huge"), "unknown scale 'huge'"),
+    (dict(forget="spk99"), "--forget: spk99 is not a speaker; choose from spk01, spk02"),
+    (dict(forget="spk01,spk10"), "--forget: spk10 is never trained on"),
 ])
 def test_bad_arguments_are_one_line_before_anything_loads(arguments, message):
     with pytest.raises(UsageError, match=message):

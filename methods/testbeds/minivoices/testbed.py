@@ -32,7 +32,8 @@ from ...core.seeding import resolve_device, seed_everything
 from .. import Evaluation, ForgetRequest, Testbed, UsageError
 from . import synth
 from .config import MiniVoicesConfig, config_for
-from .data import LAYOUT, FolderError, VoiceData, build_data, folder_corpus, forget_splits, synthesised_corpus
+from .data import (LAYOUT, Corpus, FolderError, VoiceData, build_data, choose_unseen, folder_corpus, forget_splits,
+                   synthesised_corpus)
 from .metrics import accuracy, losses, per_speaker_accuracy, predict, simple_mia
 from .model import (build_feature_extractor, build_tiny_classifier, describe, extract_features, fresh_like,
                     input_name, load_checkpoint, load_pretrained, save_checkpoint, sha256_of_checkpoint)
@@ -125,7 +126,17 @@ class MiniVoicesTestbed(Testbed):
                 raise UsageError(f"--forget {forget!r}: give speaker ids separated by commas (e.g. spk05,spk12)")
             if len(set(speakers)) != len(speakers):
                 raise UsageError(f"--forget {forget!r} names a speaker twice")
-        parse_model_argument(model)
+        argument = parse_model_argument(model)
+        if forget is not None and argument.recordings is None:  # the synthesised speakers are known up front
+            cfg = config_for(scale)
+            roster = synth.roster(cfg.n_speakers)
+            unseen = choose_unseen(Corpus([], [], cfg.keywords, {s.id: s.description for s in roster},
+                                          {s.id: s.group for s in roster}, "synthesised"), cfg.n_unseen, cfg.seed)
+            trainable = [s.id for s in roster if s.id not in unseen]
+            for speaker in (s.strip() for s in str(forget).split(",")):
+                if speaker not in trainable:
+                    why = "is never trained on (a test speaker)" if speaker in unseen else "is not a speaker"
+                    raise UsageError(f"--forget: {speaker} {why}; choose from {', '.join(trainable)}")
 
     @classmethod
     def own_model(cls, model: Optional[str]) -> bool:
