@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve build test test-all test-slow test-browser notebooks bench validate browser-deps audio-deps clean
+.PHONY: serve build test test-all test-slow test-browser notebooks notebooks-check bench validate browser-deps audio-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,30 +39,26 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
-# Debian's speech synthesisers: the MiniVoices testbed synthesises its speakers offline with them.
-audio-deps:
-	@command -v espeak-ng >/dev/null 2>&1 && command -v flite >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng flite >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng flite >/dev/null; fi; }
-
 # Builds the site into a temp folder, serves it on a free port and drives headless Chromium (tests/site/).
 test-browser: $(STAMP) browser-deps
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m pytest -q -m browser
 
 test-all: test test-slow test-browser
 
-# Re-execute every card notebook (notebooks/*.ipynb but _*.ipynb) in place with papermill at ci scale: each saves its
-# outputs and rewrites results/<testbed>/<card>/. `make serve` / `make build` then show them; the site never runs a
-# notebook. (benchmarks/bench_methods.py --notebooks and bench_mllm.py --notebooks time them on copies instead.)
+# Re-execute every card notebook in place with papermill at ci scale, JOBS at a time (both cores by default): each
+# saves its outputs and rewrites results/<testbed>/<card>/. `make serve` / `make build` then show them; the site never
+# runs a notebook. `make notebooks-check` checks that the notebooks are what notebooks/_build.py makes.
+JOBS ?= 2
 notebooks: $(STAMP) audio-deps
-	@set -e; for notebook in notebooks/[!_]*.ipynb; do \
-	  echo "== $$notebook"; \
-	  $(BIN)/papermill "$$notebook" "$$notebook" -p scale ci --cwd notebooks --kernel python3 --no-progress-bar; \
-	done
+	$(BIN)/python notebooks/_run.py --jobs $(JOBS)
+
+notebooks-check: $(STAMP)
+	$(BIN)/python notebooks/_build.py --check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_catalog.py
 	$(BIN)/python benchmarks/bench_site.py
+	$(BIN)/python benchmarks/bench_cards.py
 
 clean:
 	rm -rf site build .pytest_cache .cache/mkdocs-jupyter

@@ -96,6 +96,7 @@ def _list(testbed) -> int:
 
 
 def main(argv=None) -> int:
+    from .core.config import ConfigError
     from .registry import RegistryError
     from .testbeds import UsageError
 
@@ -125,6 +126,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
+    from .core.cache import CacheError
+
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -137,8 +140,8 @@ def main(argv=None) -> int:
             from .matrix import run_matrix
 
             run_matrix(plan, print)
-    except UsageError as error:  # found while loading (e.g. a --model that cannot be loaded)
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, CacheError, ConfigError) as error:  # found while loading: a --model that cannot be loaded,
+        print(f"error: {error}", file=sys.stderr)  # the cache, or a config value the model rules out (RMU's layer)
         return EXIT_USAGE
     return 0
 

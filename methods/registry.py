@@ -145,6 +145,7 @@ def _mean(stat) -> Optional[float]:
 class Bar:
     conditions: tuple
     note: str = ""  # why this bar (e.g. "SLD changes no weights and is held to a weaker bar")
+    known_miss: str = ""  # a miss the card's results show and explain (what was tried); shown, never hidden
 
     def text(self, labels: dict) -> str:
         return ", ".join(condition.text(labels) for condition in self.conditions)
@@ -172,6 +173,7 @@ class CardTestbed:
     adaptations: dict  # field -> Adaptation: the testbed's values where the official default does not fit
     smoke: dict  # field -> value: the contract tests' tiny budget on the testbed's smoke scale
     bar: Optional[Bar]
+    forget: Optional[str] = None  # the forget request the card runs by default on the testbed (None: the testbed's)
 
     def overrides(self) -> dict:
         return {name: adaptation.value for name, adaptation in self.adaptations.items()}
@@ -356,7 +358,8 @@ def _bar(read: _Reader, data, where: str, testbed: TestbedSpec) -> Optional[Bar]
         if condition.reference is not None and condition.reference not in references:
             read.fail(f"{at}.reference", f"{condition.reference!r} is not a reference of {testbed.name}")
         conditions.append(condition)
-    return Bar(tuple(conditions), read.get(data, "note", where, str, ""))
+    return Bar(tuple(conditions), read.get(data, "note", where, str, ""),
+               " ".join(read.get(data, "known_miss", where, str, "").split()))
 
 
 def load_cards(path: Path, testbeds: dict) -> dict:
@@ -389,7 +392,8 @@ def load_cards(path: Path, testbeds: dict) -> dict:
                     read.fail(f"{at}.adaptations.{key}", "needs a value")
                 adaptations[key] = Adaptation(value["value"], " ".join(read.get(value, "why", f"{at}.adaptations.{key}").split()))
             on[testbed_name] = CardTestbed(adaptations, read.mapping(settings.get("smoke") or {}, f"{at}.smoke"),
-                                           _bar(read, settings.get("bar"), f"{at}.bar", testbed))
+                                           _bar(read, settings.get("bar"), f"{at}.bar", testbed),
+                                           read.get(settings, "forget", at, str, None))
         claim = item.get("claim")
         if claim is not None:
             claim = read.mapping(claim, f"{where}.claim")

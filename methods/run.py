@@ -91,6 +91,8 @@ def plan_run(card: str, testbed: Optional[str] = None, *, seed: int = 0, scale: 
     except RegistryError as error:
         raise UsageError(str(error)) from None
     seed = check_seed(seed)
+    if forget is None and model is None:
+        forget = on.forget  # the card's own default request on this testbed, if it declares one
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; choose one of: auto, cpu, cuda")
     if device == "cuda":

@@ -56,7 +56,7 @@ def introduction(card: CardSpec, testbed) -> str:
 def algorithm(card: CardSpec) -> str:
     path = card.module_file()
     source = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
-    return f"## The algorithm (`{source}`)\n\n```text\n{module_docstring(card)}\n```"
+    return f"## The algorithm\n\nThe docstring of `{source}`, the card's code:\n\n```text\n{module_docstring(card)}\n```"
 
 
 def parameters(card: CardSpec, testbed) -> str:

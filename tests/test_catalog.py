@@ -21,7 +21,7 @@ def papers():
 
 def test_whole_catalog_validates():
     count, problems = validate_paths(None)
-    assert count >= 150, f"only {count} entries"
+    assert count >= 263, f"only {count} entries (the three lists and at least 100 beyond them)"
     assert not problems, "\n".join(map(str, problems))
 
 
@@ -84,15 +84,3 @@ def test_resources_are_not_papers():
     entries, _ = load_entries()
     paper_urls = {e.data["links"].get("url") for e in entries}
     assert not paper_urls & {r["url"] for r in resources}
-
-
-def test_method_and_defense_entries_have_a_stage(papers):
-    for paper in papers:
-        if paper["contribution"] in ("method", "defense") and not paper.get("background"):
-            assert paper.get("stage"), paper["id"]
-
-
-def test_benchmarks_point_at_existing_entries(papers):
-    ids = {p["id"] for p in papers}
-    for paper in papers:
-        assert set(paper.get("benchmarks", [])) <= ids

@@ -1,21 +1,24 @@
 """Gradient Ascent (GA) on a multimodal LLM, the first baseline of MLLMU-Bench (catalog id `liu2024protecting`)
 and CLEAR (`dontsov2024clear`).
 
+Follows franciscoliu/MLLMU-Bench@0e3098e, baselines/GA.py (the loop without gradient accumulation, its default).
+
 GA undoes fine-tuning by climbing the loss of the forget answers:
 
     min_theta  -L_NLL(D_f),   L_NLL = token-averaged cross-entropy of the answer tokens
 
-MLLMU-Bench negates `outputs.loss` on the forget loader and takes AdamW steps (linear decay, clip 1.0). Nothing
-anchors the rest of the model, so GA is fast and destructive: MLLMU-Bench reports that it erases retain and
-real-world knowledge along with the forget set. The other methods of this package reuse GA's loop and override
-only their loss (open-unlearning style): GradDiff and KL add a retain term, NPO replaces the forget term, and
-MMUnlearner masks the forget update.
+MLLMU-Bench negates `outputs.loss` on the forget loader and takes AdamW steps with a linear decay and no gradient
+clipping (`max_grad_norm=None`; its gradient-accumulation branch, off by default, clips at 1.0). Nothing anchors the
+rest of the model, so GA is fast and destructive: MLLMU-Bench reports that it erases retain and real-world
+knowledge along with the forget set. The other cards of this package reuse GA's loop and override only their loss
+(open-unlearning style): GradDiff and KL add a retain term, NPO replaces the forget term, and MMUnlearner masks the
+forget update.
 
 Steps of `GradientAscent.run`:
   1. keep a frozen copy of the model when the loss needs a reference (KL, NPO);
-  2. pick the forget questions of the unlearned modalities (image + question and text-only by default);
-  3. each step: a forget batch (and a retain batch for methods that use one), the method's loss, backward,
-     gradient clipping, an AdamW step, the learning-rate schedule;
+  2. pick the forget questions of the unlearned modalities (MLLMU-Bench: the image + question pairs);
+  3. each step: a forget batch (and a retain batch for cards that use one), the card's loss, backward, gradient
+     clipping if `max_grad_norm` is set, an AdamW step, the learning-rate schedule;
   4. report the loss history and the time taken.
 """
 
@@ -42,7 +45,7 @@ class GAConfig:
     learning_rate: float = 2e-5  # README commands (argparse default 5e-4)
     weight_decay: float = 0.0  # transformers AdamW default
     lr_schedule: str = "linear"  # get_scheduler("linear"), no warm-up; or "constant"
-    max_grad_norm: Optional[float] = 1.0  # clip the gradient norm at this value; None: no clipping
+    max_grad_norm: Optional[float] = None  # no clipping in the default loop; a number clips the gradient norm
     epochs: int = 1  # README commands
     steps: Optional[int] = None  # None: `epochs` passes over the forget set; a number fixes the step count instead
     forget_batch_size: int = 4  # README: batch 4

@@ -6,14 +6,15 @@ towards keeping D_r:
 
     min_theta  -gamma * L_NLL(D_f) + alpha * L_NLL(D_r)
 
-This file follows open-unlearning's `GradDiff` and CLEAR (one summed loss per step, gamma = alpha = 1).
-MLLMU-Bench's script differs: it alternates optimizer steps, a full pass of GA steps over the forget loader and then
-a full pass of descent steps over the retain loader each epoch, rather than summing the two losses.
+Follows locuslab/open-unlearning@d3d7cf9, src/trainer/unlearn/grad_diff.py (one summed loss per step, gamma =
+alpha = 1, as CLEAR). MLLMU-Bench's script (franciscoliu/MLLMU-Bench@0e3098e, baselines/GA_Difference.py) differs:
+it alternates optimizer steps, a full pass of GA steps over the forget loader and then a full pass of descent steps
+over the retain loader each epoch, rather than summing the two losses.
 
 Steps (the loop is GA's, see `ga.py`):
   1. each step draws a forget batch and a random retain batch;
   2. loss = gamma * (-NLL on the forget answers) + alpha * NLL on the retain answers;
-  3. backward, clip, AdamW step, linear decay.
+  3. backward, AdamW step, linear decay (clipping only if `max_grad_norm` is set).
 """
 
 from __future__ import annotations

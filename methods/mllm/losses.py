@@ -1,7 +1,7 @@
-"""The pieces every MLLM unlearning loss is built from; only code that is identical across methods lives here.
+"""The pieces every MLLM unlearning loss is built from; only code that is identical across cards lives here.
 
-All losses are on the answer tokens only (labels are -100 on the prompt and the image tokens), which is MLLMU-Bench's
-and MMUnlearner's `ans_only` setting.
+The NLL terms are on the answer tokens only (labels are -100 on the prompt and the image tokens), which is
+MLLMU-Bench's and MMUnlearner's `ans_only` setting; the KL term can take every position (see kl.py).
 """
 
 from __future__ import annotations
@@ -24,16 +24,20 @@ def sequence_logprob(model, batch: dict) -> torch.Tensor:
     return logprobs.sum(-1)
 
 
-def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """KL(p_ref || p_model) over the vocabulary at the answer positions, averaged over those positions.
+def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor, mask=None) -> torch.Tensor:
+    """KL(p_ref || p_model) over the vocabulary, averaged over positions: every position of the (B, T, V) logits, or
+    those where `mask` (B, T) is true.
 
-    Both logits are shifted (position t predicts token t+1, see `shifted_logits`). `F.kl_div(input=log p_model,
-    target=log p_ref, log_target=True)` sums p_ref * (log p_ref - log p_model); 'batchmean' divides by the rows,
-    here the answer positions (open-unlearning's `compute_kl_divergence` also flattens positions before 'batchmean').
+    `F.kl_div(input=log p_model, target=log p_ref, log_target=True)` sums p_ref * (log p_ref - log p_model);
+    'batchmean' divides by the rows, here the positions (open-unlearning's `compute_kl_divergence` flattens the
+    positions before 'batchmean').
     """
-    mask = batch["labels"][:, 1:] != -100
-    log_p_model = torch.log_softmax(logits[mask], dim=-1)
-    log_p_reference = torch.log_softmax(reference_logits[mask], dim=-1)
+    if mask is None:
+        rows, reference_rows = logits.reshape(-1, logits.shape[-1]), reference_logits.reshape(-1, logits.shape[-1])
+    else:
+        rows, reference_rows = logits[mask], reference_logits[mask]
+    log_p_model = torch.log_softmax(rows, dim=-1)
+    log_p_reference = torch.log_softmax(reference_rows, dim=-1)
     return F.kl_div(log_p_model, log_p_reference, reduction="batchmean", log_target=True)
 
 

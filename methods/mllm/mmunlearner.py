@@ -1,35 +1,43 @@
 """MMUnlearner (Huo et al., ACL 2025 Findings; catalog id `huo2025mmunlearner`): geometry-constrained gradient
 ascent through a weight-saliency mask.
 
-1. Saliency. For every masked weight, a diagonal Fisher estimate (mean squared per-sample gradient of the answer
-   NLL) on the forget set and on a preserve set, and
+Follows Z1zs/MMUnlearner@fa77c66: data_process/MLLMU_gen_mask.py with data_process/SFRon.py (the mask) and
+baselines/MLLMU_manifold.py (the update), as the README command runs them (`--grad_mask_path language_mask.pt`,
+batch 4, lr 1e-5, 1 epoch).
+
+1. Saliency. For every weight of the masked modules, a diagonal Fisher estimate (the squared gradient of the answer
+   NLL, summed over batches of `fisher_batch_size` = 4 and divided by the number of batches, as the official loaders
+   do, with the model in train mode) on the forget set and on a preserve set, and
 
        s = (F_forget + 1e-15) / (F_preserve + 1e-15),      m = 1[s >= threshold],   threshold = 1
 
-   The vision tower and projector are scored against the retain visual questions; the language model against
-   the retain visual questions plus the text-only questions whose knowledge must stay. Only linear-like weights
-   (names containing proj / fc / linear / mlp / qkv) get a mask.
-2. Update. Masked gradient ascent on the forget questions, interleaved with ordinary descent on retain questions
-   (one forget step every `forget_every` retain steps; the official default is |retain batches| // |forget
-   batches|, i.e. every forget batch once per epoch). As a loss, per forget step:  -forget_alpha * L_NLL(D_f),
-   gradient clipped then multiplied by m; per retain step:  L_NLL(D_r).
+   The language model is scored against the retain visual questions plus the text-only questions whose knowledge
+   must stay; the vision tower and projector against the retain visual questions. Only linear-like weights (names
+   containing proj / fc / linear / mlp / qkv) keep a mask entry. The README command uses the language mask
+   (`mask_modules=("language_model",)`, the default); the vision and "both" masks are config values.
+2. Update. Masked gradient ascent on the forget questions, interleaved with ordinary descent on retain questions:
+   one forget step every `forget_every` retain steps (official: |retain batches| // |forget batches|). Per forget
+   step the loss is -forget_alpha * L_NLL(D_f), the gradient clipped at 1.0 and then multiplied by m; per retain
+   step L_NLL(D_r), clipped. The learning-rate schedule is linear over (|forget batches| + |retain batches|) x
+   epochs updates but stepped once per epoch (`scheduler_step="epoch"`), so it is constant over the README's single
+   epoch; `"step"` decays it at every step instead.
 
-Where this file differs from the official code (Z1zs/MMUnlearner), and why:
-- Task. The paper reformulates unlearning as forgetting an entity's *visual* pattern while keeping the textual
-  knowledge about it (forget set = visual questions; the language preserve set includes the forget people's
-  text-only questions). MiniProfiles scores MLLMU-Bench's task, forgetting the whole profile, so by default the
-  forget set holds both modalities [testbed adaptation]. `forget_modalities=("visual",)` gives the paper's task.
-- Weights outside the mask. Like the official code, weights that have no mask entry (norms, embeddings, the LM
-  head, the patch embedding) get the full ascent gradient (`unmasked_weights="free"`). `"frozen"` restricts the
-  ascent to salient weights only, which is how the paper describes the update; on ci it needed lr 5e-3 and 60
-  steps to bring forget accuracy to 0.19, at a real-world accuracy of 0.51 (0.80 with "free") [measured, seed 0].
-- Optimiser. The official code shares one AdamW between forget and retain steps, so masked-out weights still move
-  during a forget step through the momentum of the retain steps; here forget steps get their own AdamW, so the
-  mask is exact. Retain steps update every weight, as in the official code.
+What the official code does that this card does not, and why:
+- On LLaVA the official script wraps the model in LoRA (r=16) before training, so the mask's parameter names (from
+  the unwrapped model) match none of the trainable LoRA parameters and the mask is never applied there: the
+  official LLaVA run is plain masked-free ascent on LoRA adapters. The card applies the mask to the weights it names
+  (full fine-tuning), which is what the paper describes and what the official Qwen2-VL path does.
+- Weights outside the mask (norms, embeddings, the LM head, the patch embedding) get the full ascent gradient, as in
+  the official code (`unmasked_weights="free"`); `"frozen"` restricts the ascent to salient weights only.
+- The official code shares one AdamW between forget and retain steps, so masked-out weights still move during a
+  forget step through the momentum of the retain steps; here forget steps get their own AdamW, so the mask is exact.
+- The paper forgets an entity's *visual* pattern (forget set = visual questions; the language preserve set includes
+  the forget people's text-only questions): `forget_modalities=("visual",)`, the default. MiniProfiles scores
+  MLLMU-Bench's task (forget the whole profile), a testbed adaptation declared in the registry.
 
 Steps of `MMUnlearner.run`:
   1. pick the forget questions and the two preserve sets;
-  2. per-sample squared gradients -> Fisher diagonals -> saliency mask per weight;
+  2. squared gradients -> Fisher diagonals -> saliency mask per weight;
   3. interleave: masked forget (ascent) steps and retain (descent) steps, each clipped, each with its AdamW;
   4. report the mask sparsity, losses and time.
 """
@@ -61,15 +69,18 @@ class MMUnlearnerConfig(GradDiffConfig):
     forget_alpha: float = 1.0  # weight of the ascent loss [official code default]
     retain_weight: float = 1.0  # 0 turns the retain steps off
     mask_threshold: float = 1.0  # [official mask scripts: threshold=1]
-    mask_modules: tuple = ("language_model", "vision_tower", "multi_modal_projector")  # the "both" mask
+    mask_modules: tuple = ("language_model",)  # the README command's language mask; add the vision modules for "both"
     vision_modules: tuple = ("vision_tower", "multi_modal_projector")  # scored against the visual preserve set
     linear_name_keys: tuple = ("proj", "fc", "linear", "mlp", "qkv")  # [official code: masked weight names]
-    fisher_batch_size: int = 1  # batches of the squared-gradient (Fisher) estimate
+    fisher_batch_size: int = 4  # [official MLLMU_gen_mask.py: DataLoader batch_size=4]
+    max_grad_norm: Optional[float] = 1.0  # [official MLLMU_manifold.py: clip_grad_norm_(..., max_norm=1.0)]
+    scheduler_step: str = "epoch"  # [official: lr_scheduler.step() once per epoch] or "step"
     unmasked_weights: str = "free"  # "free" [official code] or "frozen" [the paper's description]
 
     def __post_init__(self):
         super().__post_init__()
-        check_config(self, {"unmasked_weights": ("frozen", "free")}, forget_every=">=1", forget_alpha="[0,1e3]",
+        check_config(self, {"unmasked_weights": ("frozen", "free"), "scheduler_step": ("epoch", "step")},
+                     forget_every=">=1", forget_alpha="[0,1e3]",
                      mask_threshold="[0,1e15]", fisher_batch_size=">=1")
 
     def total_steps(self, n_retain: int) -> int:
@@ -100,41 +111,41 @@ class MMUnlearner(GradientDifference):
         in_module = any(module in name for module in self.config.mask_modules)
         return in_module and any(key in name for key in self.config.linear_name_keys)
 
-    def squared_gradients(self, model, task, rows: list) -> dict:
-        """Sum over batches of squared batch gradients of the NLL (per-sample with fisher_batch_size=1)."""
+    def fisher(self, model, task, rows: list, generator: torch.Generator) -> dict:
+        """Diagonal Fisher of the answer NLL: squared batch gradients summed over shuffled batches of
+        `fisher_batch_size`, divided by the number of batches (SFRon.py `prepare_weight_saliency_mask`)."""
         totals = {name: torch.zeros_like(p) for name, p in model.named_parameters() if self.is_masked(name)}
         size = self.config.fisher_batch_size
-        for start in range(0, len(rows), size):
-            batch = task.batch(rows[start : start + size], None)  # clean view: a deterministic estimate
+        order = torch.randperm(len(rows), generator=generator).tolist()  # the official loaders shuffle
+        batches = [[rows[i] for i in order[start : start + size]] for start in range(0, len(rows), size)]
+        for rows_of_batch in batches:
+            batch = task.batch(rows_of_batch, None)  # clean view: a deterministic estimate
             model.zero_grad(set_to_none=True)
             answer_nll(model, batch).backward()
             for name, p in model.named_parameters():
                 if name in totals and p.grad is not None:
                     totals[name] += p.grad.detach() ** 2
         model.zero_grad(set_to_none=True)
-        return totals
+        return {name: total / max(1, len(batches)) for name, total in totals.items()}
 
     def compute_mask(self, model, task) -> dict:
         """name -> bool tensor (True = salient, may be updated by the ascent)."""
         cfg = self.config
+        generator = torch.Generator().manual_seed(int(task.seed))
         forget = self.forget_rows(task)
         visual_preserve, language_preserve = self.preserve_rows(task)
         model.requires_grad_(True)
-        model.eval()  # no dropout in the estimate
-        n_batches = lambda rows: -(-len(rows) // cfg.fisher_batch_size)  # noqa: E731
-        fisher_forget = self.squared_gradients(model, task, forget)
-        fisher_visual = self.squared_gradients(model, task, visual_preserve)
-        text_only = language_preserve[len(visual_preserve) :]
-        fisher_text = self.squared_gradients(model, task, text_only)
+        model.train()  # as the official estimate (the tiny LLaVA has no dropout, so this changes nothing here)
+        fisher_forget = self.fisher(model, task, forget, generator)
+        vision = any(any(module in name for module in cfg.vision_modules) for name in fisher_forget)
+        fisher_vision = self.fisher(model, task, visual_preserve, generator) if vision else {}
+        fisher_language = self.fisher(model, task, language_preserve, generator)
         mask = {}
-        for name, forget_sum in fisher_forget.items():
-            f_forget = forget_sum / n_batches(forget)
-            if any(module in name for module in cfg.vision_modules):
-                f_preserve = fisher_visual[name] / n_batches(visual_preserve)
-            else:  # language model: visual + text preserve sets pooled
-                pooled_batches = n_batches(visual_preserve) + n_batches(text_only)
-                f_preserve = (fisher_visual[name] + fisher_text[name]) / pooled_batches
+        for name, f_forget in fisher_forget.items():
+            is_vision = any(module in name for module in cfg.vision_modules)
+            f_preserve = fisher_vision[name] if is_vision else fisher_language[name]
             mask[name] = (f_forget + 1e-15) / (f_preserve + 1e-15) >= cfg.mask_threshold
+        model.eval()
         return mask
 
     # --- 3. interleaved masked ascent and retain descent --------------------------------------------------------
@@ -146,6 +157,23 @@ class MMUnlearner(GradientDifference):
                 p.grad.mul_(self.mask[name])
             elif self.config.unmasked_weights == "frozen":
                 p.grad.zero_()
+
+    def optimizers(self, params, total_steps: int, n_forget: int, n_retain: int) -> tuple:
+        """(forget AdamW, its schedule, retain AdamW, its schedule) and how often the schedules step.
+
+        "step": linear decay over the run, stepped at every step. "epoch" (official): linear over (forget batches +
+        retain batches) x epochs updates, stepped once per epoch of |retain batches| steps."""
+        cfg = self.config
+        if cfg.scheduler_step == "step":
+            length = total_steps
+            self.schedule_every = 1
+        else:
+            self.schedule_every = math.ceil(n_retain / cfg.retain_batch_size)
+            epochs = math.ceil(total_steps / self.schedule_every)
+            length = (math.ceil(n_forget / cfg.forget_batch_size) + self.schedule_every) * epochs
+        forget_optimizer, forget_schedule = self.make_optimizer(params, length)
+        retain_optimizer, retain_schedule = self.make_optimizer(params, length)
+        return forget_optimizer, forget_schedule, retain_optimizer, retain_schedule
 
     def run(self, model, task, callback: Optional[Callable] = None) -> dict:
         cfg = self.config
@@ -163,8 +191,8 @@ class MMUnlearner(GradientDifference):
         model.requires_grad_(True)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        forget_optimizer, forget_schedule = self.make_optimizer(params, total_steps)
-        retain_optimizer, retain_schedule = self.make_optimizer(params, total_steps)
+        forget_optimizer, forget_schedule, retain_optimizer, retain_schedule = self.optimizers(
+            params, total_steps, len(forget_rows), len(task.retain))
         history, callback_time = [], 0.0
         for step in range(1, total_steps + 1):
             # 3a. a masked ascent step every `forget_every` iterations (official: `iter % forget_freq == 0`)
@@ -177,7 +205,6 @@ class MMUnlearner(GradientDifference):
                 self.apply_mask(model)
                 forget_optimizer.step()
                 history.append(float(loss.detach()))
-            forget_schedule.step()
             # 3b. an ordinary descent step on retain questions
             if self.uses_retain:
                 loss = cfg.retain_weight * self.retain_loss(model, task.batch(next(retain_batches), generator))
@@ -186,7 +213,11 @@ class MMUnlearner(GradientDifference):
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 retain_optimizer.step()
-                retain_schedule.step()
+            # 3c. the learning-rate schedules: every step, or once per epoch (official)
+            if step % self.schedule_every == 0:
+                forget_schedule.step()
+                if self.uses_retain:
+                    retain_schedule.step()
             if callback is not None:
                 tick = time.perf_counter()
                 callback(step, model)

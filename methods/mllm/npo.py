@@ -1,6 +1,10 @@
 """Negative Preference Optimization (NPO; Zhang et al., 2024, arXiv 2404.05868) on a multimodal LLM, a baseline of
 MLLMU-Bench (catalog id `liu2024protecting`) and CLEAR (`dontsov2024clear`).
 
+Follows locuslab/open-unlearning@d3d7cf9, src/trainer/unlearn/npo.py (the NPO paper's form); MLLMU-Bench's form
+(franciscoliu/MLLMU-Bench@0e3098e, baselines/NPO.py) is the config `log_ratio="batch_token_mean", beta=0.4,
+retain_weight=0.0`.
+
 NPO keeps only the "losing" half of DPO: the forget answers are dispreferred relative to a frozen reference,
 
     L_NPO = -(2 / beta) * E_{D_f} log sigmoid( -beta * log( pi_theta(y|x) / pi_ref(y|x) ) )
@@ -25,7 +29,7 @@ Steps (the loop is GA's, see `ga.py`):
   1. freeze a copy of the fine-tuned model as pi_ref;
   2. each step: a forget batch (and a retain batch when alpha > 0);
   3. log-ratio = log pi_theta(y|x) - log pi_ref(y|x) per forget answer; L_NPO as above;
-  4. loss = gamma * L_NPO + alpha * NLL(retain answers); backward, clip, AdamW step, linear decay.
+  4. loss = gamma * L_NPO + alpha * NLL(retain answers); backward, AdamW step, linear decay.
 """
 
 from __future__ import annotations

@@ -1,27 +1,37 @@
 """ESD: Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023). Catalog id: `gandikota2023erasing`.
 
+Follows rohitgandikota/erasing@a2189e9, train-scripts/train-esd.py (the paper-era code); the new diffusers code
+(rohitgandikota/erasing@25613d2, esd_sd.py) is available through `sample_with="frozen"` and
+`timestep_pairing="equal"`.
+
 ESD fine-tunes the UNet so that its prediction for a concept prompt c equals the frozen model's prediction steered
 *away* from c (negative guidance):
 
     eps_theta(x_t, c, t)  <-  eps_*(x_t, n, t) - eta * [eps_*(x_t, c, t) - eps_*(x_t, n, t)]
 
-with n the unconditional prompt in the paper. x_t is not a noised training image: it is produced by partially
-running the sampler on c. Two parameter sets are used:
+with n the unconditional prompt in the paper, and a plain MSE with no timestep weighting. Parameters trained:
 
 - ESD-x (`variant="x"`): only cross-attention (`attn2`: to_q, to_k, to_v, to_out); for styles and specific concepts.
-- ESD-u (`variant="u"`): every UNet parameter except cross-attention (paper-era code `noxattn`, which also leaves
-  out the time embedding and the output conv); for global concepts (nudity, whole object classes).
-- `variant="x-strict"`: only `attn2.to_k` / `attn2.to_v` (the new official code's `esd-x-strict`).
+- ESD-u (`variant="u"`): every UNet parameter except cross-attention (paper-era `noxattn`, which also leaves out
+  the time embedding and the output conv); for global concepts (nudity, whole object classes).
+- `variant="x-strict"`: only `attn2.to_k` / `attn2.to_v` (the new code's `esd-x-strict`).
 
-Conventions (see method_specs.md, pitfalls 1-3): `negative_guidance` is the paper's eta with the neutral prediction
-as base (the paper-era code); the new diffusers script's `negative_guidance=2` is the same as eta=1. By default x_t
-is sampled with the model being trained (paper-era code); `sample_with="frozen"` uses the frozen model (new code).
-Each batch element gets its own stopping step k, and the UNet timestep is drawn in the bin below timesteps[k].
+x_t is not a noised training image: it comes from partially running the sampler on c (CFG `start_guidance`), with
+the model being trained (paper-era, `sample_with="trained"`) or the frozen one (new code, `"frozen"`). How the UNet
+timestep t is paired with x_t (`timestep_pairing`), for S sampler steps and N training timesteps:
 
-MiniCanvas adaptation ("style-neg" variant from the feasibility study): the neutral prompt n is the prompt with the
-concept removed ("a digit in inverted style" for "a digit three in inverted style") instead of "". With "" the
-whole prompt, style included, is pushed away and cross-domain accuracy collapses (CRA 0.66 in the study). For a
-bare concept prompt ("a digit three") n is "" as in the paper. On Stable Diffusion, n is "".
+- "paper-era": draw t_enc ~ U{0..S-1}; run the sampler through its step of index t_enc - 1 (the ldm DDIM sampler's
+  `till_T`), i.e. min(S, S - t_enc + 1) steps; draw t ~ U[round(N t_enc / S), round(N (t_enc + 1) / S)). The
+  latent stops one to two sampler steps below t's noise level (fully denoised for t_enc <= 1).
+- "equal" (new code, `run_till_timestep`): stop after k ~ U{0..S-1} steps and predict at scheduler.timesteps[k], the
+  latent's own noise level (never fully denoised).
+
+`negative_guidance` is the paper's eta with the neutral prediction as base (paper-era); the new code's
+`negative_guidance=2` with the conditional prediction as base is the same target as eta=1.
+
+On MiniCanvas the neutral prompt n is the prompt with the concept removed ("a digit in inverted style" for "a digit
+three in inverted style") instead of "", a deviation declared in the registry: with "" the whole prompt, style
+included, is pushed away and cross-domain accuracy collapses. For a bare concept prompt n is "" as in the paper.
 """
 
 from __future__ import annotations
@@ -61,9 +71,11 @@ class ESDConfig:
     start_guidance: float = 3.0  # paper-era code: CFG scale while generating x_t
     ddim_eta: float = 0.0  # paper-era code: DDIM eta 0 while generating x_t
     sample_with: str = "trained"  # x_t from the model being trained (paper-era code) or "frozen" (new code)
+    timestep_pairing: str = "paper-era"  # how t is drawn for x_t: "paper-era" (train-esd.py) or "equal" (esd_sd.py)
 
     def __post_init__(self):
-        check_config(self, {"variant": ("x", "u", "x-strict"), "sample_with": ("trained", "frozen")},
+        check_config(self, {"variant": ("x", "u", "x-strict"), "sample_with": ("trained", "frozen"),
+                            "timestep_pairing": ("paper-era", "equal")},
                      iterations=">=1", batch_size=">=1", ddim_steps=">=1", learning_rate="(0,1]",
                      negative_guidance="[0,1e3]", start_guidance="[0,1e3]", ddim_eta="[0,1]")
 
@@ -81,6 +93,21 @@ def trainable_parameter_names(unet, variant: str) -> list:
         excluded = ("time_embedding", "conv_norm_out", "conv_out")
         return [n for n in names if not is_cross_attention(n) and not n.startswith(excluded)]
     raise ValueError(f"unknown ESD variant {variant!r}; use 'x', 'u' or 'x-strict'")
+
+
+def pair_timesteps(config: ESDConfig, timesteps: torch.Tensor, num_train_timesteps: int, shape: tuple,
+                   generator: torch.Generator) -> tuple:
+    """(sampler steps that make x_t, UNet timestep t) for every element of `shape`, by `config.timestep_pairing`."""
+    steps = config.ddim_steps
+    draws = torch.randint(steps, shape, generator=generator)
+    if config.timestep_pairing == "equal":
+        return draws, timesteps[draws]
+    # paper-era: t_enc = draws; the ldm sampler runs through its step of index t_enc - 1, and t is drawn in the bin
+    # [round(N t_enc / S), round(N (t_enc + 1) / S)) (train-esd.py: og_num, og_num_lim)
+    stops = torch.clamp(steps - draws + 1, max=steps)
+    low = torch.round(draws.double() * num_train_timesteps / steps).long()
+    high = torch.round((draws.double() + 1) * num_train_timesteps / steps).long()
+    return stops, low + (torch.rand(shape, generator=generator, dtype=torch.float64) * (high - low)).long()
 
 
 def erase(components: DiffusionComponents, request: EraseRequest, config: ESDConfig, seed: int = 0) -> EditedDiffusion:
@@ -102,11 +129,13 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: ESDCon
     concept_emb = encode_prompts(components, request.forget_prompts)
     neutral_emb = encode_prompts(components, request.neutral_prompts)
     timesteps = timesteps_for(components, config.ddim_steps)
-    bin_width = components.scheduler.config.num_train_timesteps // config.ddim_steps
 
-    # 3. Concept prompts and sampler stopping steps k for every iteration (one k per batch element).
-    prompt_index = torch.randint(len(request.forget_prompts), (config.iterations, config.batch_size), generator=generator)
-    stop_steps = torch.randint(config.ddim_steps, (config.iterations, config.batch_size), generator=generator)
+    # 3. For every iteration and batch element: the concept prompt, the sampler steps that make x_t and the UNet
+    #    timestep t paired with it (see `timestep_pairing` in the module docstring).
+    shape = (config.iterations, config.batch_size)
+    prompt_index = torch.randint(len(request.forget_prompts), shape, generator=generator)
+    stop_steps, unet_t = pair_timesteps(config, timesteps, components.scheduler.config.num_train_timesteps, shape,
+                                        generator)
     sampling = dict(num_inference_steps=config.ddim_steps, guidance_scale=config.start_guidance, eta=config.ddim_eta)
     if config.sample_with == "frozen":
         # x_t does not depend on the student: draw all of them up front, in large batches
@@ -117,6 +146,7 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: ESDCon
     losses = []
     for iteration in range(config.iterations):
         index, k = prompt_index[iteration], stop_steps[iteration]
+        t = unet_t[iteration].to(components.device)
 
         # 4. x_t: k guided DDIM steps on the concept prompt, with the model being trained (paper-era code) or the
         #    frozen model (new code).
@@ -125,11 +155,6 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: ESDCon
         else:
             prompts = [request.forget_prompts[i] for i in index.tolist()]
             x_t = sample_cfg(components, prompts, generator, unet=student, stop_after_steps=k, **sampling)
-        # A sample stopped after k steps sits at timesteps[k]; like the paper-era code, the UNet timestep is drawn
-        # uniformly in the bin just below that level.
-        t_high = timesteps[k]
-        t_low = (t_high - bin_width + 1).clamp(min=0)
-        t = (t_low + (torch.rand(config.batch_size, generator=generator) * (t_high - t_low + 1)).long()).to(components.device)
 
         # 5. Target: the frozen model's prediction, negatively guided away from the concept.
         with torch.no_grad():

@@ -1,5 +1,8 @@
 """Safe Latent Diffusion (Schramowski et al., CVPR 2023). Catalog id: `schramowski2022safe`.
 
+Follows huggingface/diffusers@58eb52c, pipelines/deprecated/stable_diffusion_safe/pipeline_stable_diffusion_safe.py
+(the official pipeline of ml-research/safe-latent-diffusion@a42923c).
+
 SLD leaves the weights alone. At sampling time it runs a third UNet pass on a "safety concept" prompt S and
 subtracts, inside the classifier-free guidance bracket, a masked direction towards S:
 
@@ -11,11 +14,11 @@ subtracts, inside the classifier-free guidance bracket, a masked direction towar
 eps_0, eps_p, eps_S: predictions for the empty, user and safety prompts. The element-wise mask mu applies the
 safety term only where the user prompt's prediction is within `lambda` of the safety concept's (or below it), so
 the guidance acts where the user prompt points towards the unsafe concept. The arithmetic follows the official
-repository and diffusers' `StableDiffusionPipelineSafe` exactly (method_specs.md, pitfall 8).
+repository and diffusers' `StableDiffusionPipelineSafe` exactly.
 
-MiniCanvas adaptation: the safety concept is the concept prompt ("a digit three"), warm-up is counted in
-sampler steps and scaled from 50 steps to the testbed's 10, and the STRONG preset's s_S and threshold are
-rescaled to pixel-space noise predictions (see `SLDConfig.for_minicanvas`).
+MiniCanvas (registry): the safety concept is the concept prompt ("a digit three"), warm-up is counted in sampler
+steps and scaled from 50 steps to the testbed's 10, and the STRONG preset's s_S and threshold are rescaled to
+pixel-space noise predictions.
 """
 
 from __future__ import annotations

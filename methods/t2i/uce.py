@@ -1,5 +1,8 @@
 """UCE: Unified Concept Editing (Gandikota et al., WACV 2024). Catalog id: `gandikota2023unified`.
 
+Follows rohitgandikota/unified-concept-editing@35e91e2, train-scripts/train_erase.py (`edit_model`, technique
+"replace"), the paper-era code.
+
 UCE edits each cross-attention key / value projection W (to_k, to_v of every `attn2`) in closed form. Erase
 embeddings c_i must produce what their guide (anchor) embedding produced, v_i* = W_old g_i, while preserved
 embeddings c_j keep their output:
@@ -11,16 +14,16 @@ embeddings c_j keep their output:
 
 No gradient training, so it takes milliseconds on MiniCanvas and seconds on Stable Diffusion.
 
-Which token embeddings (method_specs.md, pitfall 4): like the paper-era code, an erase pair uses the token slice
-from the concept's last word to the end of the sequence (EOS and padding included), aligned with the guide
-prompt's slice from *its* last differing word; preserve prompts use every token. The paper-era code finds the
-concept as the prompt's last word; this implementation finds it as the last token where the forget and anchor
-prompts differ, which is the same for "Van Gogh" vs "art" and also works when the concept sits mid-prompt, as in
-MiniCanvas ("a digit three in plain style"). This matters because CLIP's causal mask makes every token after the
-concept depend on it (measured in the feasibility study: positions 3-7 all change when token 3 does).
-
-MiniCanvas adaptation: the anchor is another concept of the same axis ("eight" for a digit), not "" (the
-object-free prompt draws a random digit, often the erased one); see `minicanvas.default_anchor`.
+Which token embeddings:
+  1. Erase pairs: the token slice from the concept to the end of the sequence (EOS and padding included), aligned
+     with the guide prompt's slice (the official `final_token_idx` trimming). The official code takes the prompt's
+     last word as the concept; here it is the last token where the forget and anchor prompts differ: the same for
+     "Van Gogh" vs "art", and it also works when the concept sits mid-prompt ("a digit three in plain style"),
+     where CLIP's causal mask makes every later token depend on it.
+  2. Preserve set: '' first, then every preserve prompt as given, each with all its tokens (padding included): the
+     sums run over every token of every retained prompt with its multiplicity, as in the official code (nothing is
+     deduplicated, so a token many prompts share, like the start token, weighs as often as it occurs).
+  3. s_p defaults to the official max(0.1, 1 / #retained prompts), '' counted.
 """
 
 from __future__ import annotations
@@ -120,12 +123,13 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: UCECon
         guide_inputs.append(anchor_emb[i, start_a : start_a + length])
     erase_inputs, guide_inputs = torch.cat(erase_inputs), torch.cat(guide_inputs)
 
-    # 2. Preserve set: every token of every preserve prompt ('' included), duplicates removed.
-    preserve_prompts = list(dict.fromkeys(request.preserve_prompts))
-    if config.add_empty_prompt_to_preserve and "" not in preserve_prompts:
-        preserve_prompts.append("")
+    # 2. Preserve set: '' first (official `retain_texts = [''] + preserve_concepts`), then every preserve prompt,
+    #    every token of each, with its multiplicity.
+    preserve_prompts = ([""] if config.add_empty_prompt_to_preserve else []) + list(request.preserve_prompts)
+    if not preserve_prompts:
+        raise ValueError("UCE needs at least one prompt to preserve (add_empty_prompt_to_preserve adds '')")
     preserve_emb = encode_prompts(components, preserve_prompts)
-    preserve_inputs = torch.unique(preserve_emb.reshape(-1, preserve_emb.shape[-1]), dim=0)
+    preserve_inputs = preserve_emb.reshape(-1, preserve_emb.shape[-1])
     preserve_scale = config.preserve_scale
     if preserve_scale is None:
         preserve_scale = max(0.1, 1.0 / len(preserve_prompts))

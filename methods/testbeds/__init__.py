@@ -8,11 +8,13 @@ file changes.
 
 - `minicanvas`: a miniature UnlearnCanvas (text-to-image concept erasure on digits x styles).
 - `miniprofiles`: a miniature MLLMU-Bench (a tiny LLaVA that memorised fictitious profiles).
+- `miniclip`: a tiny CLIP on the MiniCanvas captions (class, pair and backdoor forgetting).
 - `minivoices`: speaker unlearning in a keyword classifier trained on synthesised speech (UnSLU-Bench's task).
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,3 +161,20 @@ def testbed_class(spec) -> type:
         raise TypeError(f"{spec.source}: entry {spec.entry!r} is not a methods.testbeds.Testbed subclass")
     cls.spec = spec
     return cls
+
+
+testbed_class.__test__ = False  # not a pytest test, whatever module imports it
+
+
+def lazy_exports(package: str, submodules: tuple):
+    """A module `__getattr__` that finds a name in the package's submodules on first use, so that a testbed package
+    exposes its names (`minicanvas.build_erase_request`) without importing torch when only its declaration is read."""
+
+    def __getattr__(name: str):
+        for submodule in submodules:
+            module = importlib.import_module(f"{package}.{submodule}")
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

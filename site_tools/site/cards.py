@@ -370,6 +370,8 @@ def paper_vs_testbed(card: Card) -> str:
         testbed = f"Bar: {md.text(card.bar_text())} — {verdict}" + (f" ({'; '.join(values)})" if values else "")
         if bar.note:
             testbed += f". {md.text(bar.note)}"
+        if bar.known_miss:
+            testbed += f". Known miss: {md.text(bar.known_miss)}"
     return md.table(["What the paper reports", f"What {md.text(card.testbed.title)} shows"], [[paper, testbed]])
 
 
@@ -540,6 +542,7 @@ def testbed_board(bed: TestbedSpec, cards: list[Card], card_pages: dict[str, str
                         + ["—", "—", "—"] + ([""] if setting_column else []) + [""])
     notes = [f"- **{md.text(m.label)}** {m.arrow}: {md.text(m.meaning)}." for m in metrics]
     bars = [f"- {md.code(card.name)}: {md.text(card.bar_text())}" + (f" ({md.text(card.bar.note)})" if card.bar.note else "")
+            + (f" Known miss: {md.text(card.bar.known_miss)}" if card.bar.known_miss else "")
             for card in cards if card.bar is not None]
     figure = []
     if bed.plot and any(card.results is not None for card in cards):

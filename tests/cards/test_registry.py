@@ -91,3 +91,31 @@ def test_a_malformed_entry_names_the_file_and_the_field(tmp_path, change, messag
     with pytest.raises(RegistryError) as error:
         load_registry(path)
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY.cards))
+def test_the_card_module_says_which_official_code_it_follows(name):
+    """The module docstring (the notebook's algorithm cell) and the registry name the same official repository and
+    commit, so the card page's fidelity box and the code cannot drift apart."""
+    import ast
+
+    card = REGISTRY.card(name)
+    docstring = ast.get_docstring(ast.parse(card.module_file().read_text(encoding="utf-8")))
+    repository_at_commit = card.follows.split(",")[0].split()[0]
+    assert "Follows " in docstring and repository_at_commit in docstring, (name, repository_at_commit)
+
+
+def test_no_committed_notebook_or_results_file_holds_an_absolute_path():
+    """Notebooks and results are committed: they must not carry the path of the machine that ran them."""
+    import json
+
+    from methods.core.results import absolute_paths
+
+    tracked = subprocess.run(["git", "ls-files", "notebooks", "results"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    offenders = []
+    for name in tracked:
+        if name.endswith((".ipynb", ".json")):
+            found = absolute_paths(json.loads((ROOT / name).read_text(encoding="utf-8")))
+            offenders += [f"{name}: {where}" for where in found]
+    assert not offenders, offenders

@@ -78,3 +78,23 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize("parameters, message", [
+    (dict(seed="abc"), "seed must be an integer in [0, 2**32), got 'abc'"),
+    (dict(seed=-1), "seed must be an integer in [0, 2**32), got -1"),
+    (dict(scale="huge"), "unknown scale 'huge'"),
+    (dict(forget="dog"), "unknown concept 'dog'"),
+    (dict(out_dir="README.md"), "is a file"),
+])
+def test_notebook_parameters_are_checked_like_the_command_line(parameters, message, tmp_path):
+    """A notebook's run cell stops with one line (IPython shows `_render_traceback_`), before anything runs."""
+    from methods.notebook import ParameterError, card_run
+
+    results = REPO_ROOT / "results" / "minicanvas" / "uce" / "metrics.json"
+    before = results.read_bytes() if results.exists() else None
+    with pytest.raises(ParameterError) as error:
+        card_run("uce", testbed="minicanvas", **parameters)
+    assert message in str(error.value)
+    assert error.value._render_traceback_() == [f"error: {error.value}"]
+    assert (results.read_bytes() if results.exists() else None) == before, "nothing was written"

@@ -30,6 +30,56 @@ def test_closed_form_solves_the_normal_equations():
     assert w.grad.abs().max() < 1e-4
 
 
+def test_fidelity_edit_minimises_the_official_objective_with_every_preserved_token():
+    """The official edit (unified-concept-editing@35e91e2 `edit_model`): the edited K/V weights minimise
+    s_e sum ||W c_i - W_old g_i||^2 + s_p sum ||W c_j - W_old c_j||^2 + lambda ||W - W_old||^2, where the erase rows
+    run from the concept's token (`attention_mask.sum() - 2`) to the trimmed end, and the preserve rows are every
+    token of '' and of every preserve prompt, with multiplicity (a prompt given twice counts twice). Computed here
+    from the official rules, independently of uce.py: the objective's gradient vanishes at the edited weights."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        components = get_dummy_components(hidden_size=16)
+        components.unet.double()
+        components.text_encoder.double()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    preserve = ["a digit five in plain style", "a digit five in plain style", "a digit one"]
+    request = EraseRequest(["a digit three"], [""], ["a digit eight"], preserve, "a digit three")
+    config = uce.UCEConfig(lamb=0.5, erase_scale=1.0, preserve_scale=None)
+    edited = uce.erase(components, request, config).components
+
+    tokenizer = components.tokenizer
+    ids = tokenizer(["a digit three", "a digit eight"], padding="max_length", max_length=8, return_tensors="pt")
+    embeddings = components.text_encoder(ids.input_ids)[0].detach()
+    last = [int(mask.sum()) - 2 for mask in ids.attention_mask]  # the official final_token_idx
+    farthest = max(last)
+    c_e = embeddings[0, last[0]: 8 - max(0, farthest - last[0])]
+    g_e = embeddings[1, last[1]: 8 - max(0, farthest - last[1])]
+    retain = [""] + preserve
+    retain_ids = tokenizer(retain, padding="max_length", max_length=8, return_tensors="pt").input_ids
+    c_p = components.text_encoder(retain_ids)[0].detach().reshape(-1, 16)  # every token, duplicates kept
+    s_p = max(0.1, 1 / len(retain))
+    for (_, old), (_, new) in zip(cross_attention_modules(components.unet), cross_attention_modules(edited.unet)):
+        for projection in ("to_k", "to_v"):
+            w_old = getattr(old, projection).weight.detach()
+            w = getattr(new, projection).weight.detach().clone().requires_grad_(True)
+            objective = (((c_e @ w.T - g_e @ w_old.T) ** 2).sum() + s_p * ((c_p @ w.T - c_p @ w_old.T) ** 2).sum()
+                         + 0.5 * ((w - w_old) ** 2).sum())
+            objective.backward()
+            assert w.grad.abs().max() < 1e-8 * max(1.0, float(objective.detach())), (projection, float(w.grad.abs().max()))
+
+
+def test_the_preserve_set_is_not_deduplicated(components):
+    """A prompt given twice weighs twice: the edit differs from the one with the prompt given once."""
+    one = EraseRequest(["a digit three"], [""], ["a digit eight"], ["a digit five"], "a digit three")
+    two = dataclasses.replace(one, preserve_prompts=["a digit five", "a digit five"])
+    config = uce.UCEConfig(preserve_scale=0.5)
+    first, second = uce.erase(components, one, config), uce.erase(components, two, config)
+    assert first.info["preserve_vectors"] == 2 * 8 and second.info["preserve_vectors"] == 3 * 8
+    assert not torch.equal(first.components.unet.state_dict()["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"],
+                           second.components.unet.state_dict()["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"])
+
+
 def test_token_alignment_starts_at_the_last_differing_token():
     tokenizer = minicanvas.build_tokenizer()
     # concept in the middle of the prompt: slice from "three"/"eight" (index 3) to the end

@@ -52,6 +52,8 @@ def micro_task(micro_bundle):
         encoder=encoder,
         train_views=data.train_views,
         seed=3,
+        harmless=encoder.encode(data.harmless_training_items(forget_ids)),
+        refusals=mp.REFUSALS,
     )
 
 

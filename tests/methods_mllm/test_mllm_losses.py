@@ -89,11 +89,30 @@ def test_kl_retain_term_is_zero_at_the_reference(micro_model, micro_task):
 
 
 def test_kl_helper_matches_the_definition(micro_model, micro_task):
-    """KL(p_ref || p) = sum p_ref (log p_ref - log p), averaged over answer positions."""
+    """KL(p_ref || p) = sum p_ref (log p_ref - log p), averaged over the answer positions (with a mask)."""
     retain = _batch(micro_task, micro_task.retain[:4])
     logits = shifted_logits(micro_model, retain)
     reference = logits + torch.randn_like(logits)
     mask = retain["labels"][:, 1:] != -100
     log_p, log_q = torch.log_softmax(logits[mask], -1), torch.log_softmax(reference[mask], -1)
     expected = (log_q.exp() * (log_q - log_p)).sum(-1).mean()
-    assert kl_to_reference(logits, reference, retain).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert kl_to_reference(logits, reference, mask).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_fidelity_kl_retain_term_is_open_unlearnings_every_position_kl(micro_model, micro_task):
+    """The default retain term is open-unlearning's `compute_kl_divergence` (d3d7cf9, src/trainer/utils.py): the
+    logits of every position flattened to (B*T, V), F.kl_div(log p_model, log p_ref, 'batchmean', log_target=True);
+    written out here as the mean over all B*T positions of sum_v p_ref (log p_ref - log p_model)."""
+    retain = _batch(micro_task, micro_task.retain[:4])
+    method = kl.KLMinimisation()  # official defaults: every position
+    method.reference = frozen_copy(micro_model)
+    changed = frozen_copy(micro_model)
+    with torch.no_grad():
+        changed.lm_head.weight.add_(0.3 * torch.randn_like(changed.lm_head.weight))
+        log_p = torch.log_softmax(changed(**model_inputs(retain)).logits.float(), -1)
+        log_q = torch.log_softmax(micro_model(**model_inputs(retain)).logits.float(), -1)
+    expected = (log_q.exp() * (log_q - log_p)).sum(-1).mean()  # mean over batch x positions
+    assert method.retain_loss(changed, retain).item() == pytest.approx(expected.item(), rel=1e-5)
+    answers_only = kl.KLMinimisation(kl.KLConfig(kl_positions="answer"))
+    answers_only.reference = method.reference
+    assert answers_only.retain_loss(changed, retain).item() != pytest.approx(expected.item(), rel=1e-3)

@@ -63,12 +63,14 @@ def test_summary_splits_and_headline(micro_bundle):
     """Perfect records give 1.0 everywhere; forget / retain follow the forget ids; NaN where nothing applies."""
     _, data, _ = micro_bundle
     records = {q.qid: ({"cloze": 1.0} if q.kind == "cloze" else {"mc": 1.0, "em": 1.0, "rougeL": 1.0})
-               for q in data.eval_items}  # fmt: skip
+               for q in data.eval_items + data.harmless_items}  # fmt: skip
     forget_ids = data.fictitious_ids[:2]
     questions = mp.split_questions(data, forget_ids)
     assert {q.pid for q in questions["forget"]} == set(forget_ids)
     assert not {q.pid for q in questions["retain"]} & set(forget_ids)
     assert all(q.kind == "paraphrase" for q in questions["forget_paraphrase"])
+    assert {q.pid for q in questions["forget_harmless"]} == set(forget_ids)
+    assert {q.kind for q in questions["forget_harmless"] + questions["retain_harmless"]} == {"harmless"}
     table = mp.summarise(records, data, forget_ids)
     assert table["forget"]["visual"]["mc_acc"] == 1.0 and table["retain"]["text"]["cloze"] == 1.0
     assert math.isnan(table["visual_utility"]["text"]["mc_acc"])

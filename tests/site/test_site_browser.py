@@ -105,7 +105,14 @@ def page(browser):
 
 
 def explorer_ids(page) -> list[str]:
+    """The ids of every row that matches, after pressing "Show more" until the explorer shows them all."""
     page.wait_for_selector("#atlas-explorer table tbody tr[data-id]", state="attached")
+    more = page.locator(".atlas-explorer__more")
+    while more.count() and more.get_attribute("hidden") is None:
+        assert more.is_visible(), '"Show more" is not hidden, so it must be visible'
+        shown = page.locator("#atlas-explorer tbody tr[data-id]").count()
+        more.click()
+        page.wait_for_function(f"document.querySelectorAll('#atlas-explorer tbody tr[data-id]').length > {shown}")
     return page.eval_on_selector_all("#atlas-explorer tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
 
 
@@ -137,13 +144,13 @@ def heading_text(page, selector: str) -> str:
     ("Erasing Concepts from Diffusion Models", "gandikota2023erasing"),  # title
     ("SalUn", "fan2023salun"),  # alias
     ("Materzynska", "gandikota2023erasing"),  # author
-    ("negatively guided prediction", "gandikota2023erasing"),  # words of the summary
+    ("ESD-x tunes only cross-attention", "gandikota2023erasing"),  # words of the summary
 ])
 def test_search_finds_a_paper(page, site_url, catalog, query, paper_id):
     paper = next(p for p in catalog if p["id"] == paper_id)
     assert query in " ".join([paper["title"], paper["summary"]] + paper.get("aliases", []) + paper.get("authors", []))
     results = search(page, site_url, query, f"papers/{paper_id}/")
-    assert f"papers/{paper_id}/" in results[:5], results[:5]
+    assert f"papers/{paper_id}/" in results[:10], results[:10]  # the first screen of results
 
 
 def test_stage_filter_narrows_the_explorer_to_exactly_that_stage(page, site_url, catalog):
@@ -247,7 +254,7 @@ def test_home_page_links_and_screenshots(page, site_url, catalog):
 
 
 def test_minicanvas_leaderboard_shows_a_row_per_card(page, site_url, real_cards):
-    canvas = [card for card in real_cards if card.testbed == "minicanvas"]
+    canvas = [card for card in real_cards if card.testbed.name == "minicanvas"]
     assert canvas, "the repository has MiniCanvas cards"
     page.goto(site_url + "leaderboards/")
     table = ".atlas-board--minicanvas table"
@@ -257,7 +264,7 @@ def test_minicanvas_leaderboard_shows_a_row_per_card(page, site_url, real_cards)
     assert "Reproduced on MiniCanvas" in page.inner_text(f"{table} thead")
     for card in canvas:  # each row opens its card page
         assert page.get_attribute(f"{table} tbody tr a[href$='cards/{card.name}/']", "href")
-    assert page.evaluate("document.querySelector('img[src$=\"miniprofiles-tradeoff.svg\"]').naturalWidth") > 0
+    assert page.evaluate("document.querySelector('img[src$=\"miniprofiles-plot.svg\"]').naturalWidth") > 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "site-leaderboards.png"), full_page=True)
 
@@ -285,7 +292,7 @@ def test_explorer_card_filter_and_links(page, site_url, catalog):
     assert set(explorer_ids(page)) == expected
     links = page.eval_on_selector_all("#atlas-explorer tbody tr[data-id=liu2024protecting] .atlas-explorer__links a",
                                       "links => links.map(a => a.textContent)")
-    assert links == [f"card {name}" for name in ("ga", "graddiff", "kl", "npo")]
+    assert [link for link in links if link.startswith("card ")] == [f"card {name}" for name in ("ga", "graddiff", "kl", "npo")]
 
 
 def test_hostile_strings_stay_text_in_the_browser(page, hostile_url):

@@ -122,8 +122,9 @@ def test_miniprofiles_leaderboard_and_plot(hostile_site: Path):
     html = page(hostile_site, "leaderboards")
     board = section(html, 'id="miniprofiles"')
     rows = body_rows(board)
+    # the last metric column (harmless questions on the forget images) is not in this older results file: "—"
     assert rows[0] == ("profile_card 0.090 ± 0.012 0.066 ± 0.012 0.594 ± 0.012 0.723 ± 0.012 0.491 ± 0.012 "
-                       "0.037 ± 0.007 2.40 ± 0.06 s 748 MB met 2026-01-02 · unrecorded")
+                       "0.037 ± 0.007 — 2.40 ± 0.06 s 748 MB met 2026-01-02 · unrecorded")
     assert rows[1].startswith("Fine-tuned model (no unlearning) 0.990 ± 0.000")
     assert rows[2].startswith("Retrain oracle (never saw the forget set) 0.087 ± 0.050")
     assert 'src="miniprofiles-plot.svg"' in board

@@ -15,12 +15,12 @@ class MiniCanvasConfig:
     seed: int = 0  # base-model and judge training seed (run seeds do not retrain the testbed)
     split_seed: int = 0
     num_threads: int = 1  # fixed torch thread count: results are only bit-reproducible at a fixed count
-    # text encoder (feasibility note: hidden 64, 2 layers, 4 heads, ffn 128)
+    # text encoder: hidden 64, 2 layers, 4 heads, ffn 128
     text_hidden_size: int = 64
     text_layers: int = 2
     text_heads: int = 4
     text_intermediate_size: int = 128
-    # UNet (feasibility note: (16, 32), cross-attention only at 4x4; attention_head_dim is the head *count*)
+    # UNet: channels (16, 32), cross-attention only at 4x4; diffusers' attention_head_dim is the head *count*
     block_out_channels: tuple = (16, 32)
     attention_head_dim: int = 8
     norm_num_groups: int = 8
@@ -54,7 +54,7 @@ class MiniCanvasConfig:
 
 
 SCALES = {
-    # ci: the feasibility defaults (~2 min training on CPU, 20 samples per prompt = 800 per evaluation)
+    # ci: ~2-5 min training on CPU, 20 samples per prompt = 800 per evaluation
     "ci": MiniCanvasConfig(),
     # full: 4x the UNet (reference-quality run in the note), longer training, 50 samples per prompt
     "full": MiniCanvasConfig(

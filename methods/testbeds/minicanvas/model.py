@@ -3,7 +3,6 @@ the CNN judge, and the real-model path (Stable Diffusion 1.x components from a l
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -12,14 +11,6 @@ import torch.nn as nn
 from ...t2i.diffusion import DiffusionComponents, SamplingSettings
 from .config import MiniCanvasConfig
 from .prompts import DIGITS, MAX_PROMPT_TOKENS, STYLES, VOCAB
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def text_encoder_config(cfg: MiniCanvasConfig) -> dict:

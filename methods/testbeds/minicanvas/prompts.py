@@ -49,7 +49,7 @@ def default_anchor(concept: str) -> str:
     """The concept a forgotten one is mapped to by UCE and CA.
 
     Testbed adaptation: the papers use a broader concept ("" or a superclass). Here the object-free prompt draws a
-    random digit that is often the erased one (the feasibility study measured UA 0.73-0.94 across runs with it), so
+    random digit that is often the erased one (UA 0.73-0.94 across runs with it, measured), so
     a fixed other concept of the same axis is the stable anchor: "eight" for digits, "plain" for styles.
     """
     if concept_axis(concept) == "object":
@@ -72,7 +72,6 @@ def build_erase_request(concept: str, anchor: Optional[str] = None) -> EraseRequ
             [full_prompt(d, s) for d in others for s in STYLES]
             + [object_only_prompt(d) for d in others]
             + [style_only_prompt(s) for s in STYLES]
-            + [""]
         )
         concept_prompt = object_only_prompt(concept)
     else:
@@ -84,7 +83,6 @@ def build_erase_request(concept: str, anchor: Optional[str] = None) -> EraseRequ
             [full_prompt(d, s) for d in DIGITS for s in others]
             + [style_only_prompt(s) for s in others]
             + [object_only_prompt(d) for d in DIGITS]
-            + [""]
         )
         concept_prompt = style_only_prompt(concept)
     return EraseRequest(forget, neutral, anchors, preserve, concept_prompt)

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ...core.cache import cache_root, cached, config_hash
+from ...core.cache import cache_root, cached, config_hash, sha256_file
 from ...core.seeding import make_generator, resolve_device, seed_everything
 from ...t2i.diffusion import DiffusionComponents, EditedDiffusion, EraseRequest, SamplingSettings
 from .. import Evaluation, ForgetRequest, Testbed, UsageError
@@ -37,7 +37,7 @@ from .config import MiniCanvasConfig, config_for
 from .data import load_data
 from .metrics import evaluation_prompts, score
 from .model import (SD_RETAIN_PROMPTS, Judge, ModelLoadError, build_models, build_schedulers, decode_latents,
-                    load_stable_diffusion, sha256_of, text_encoder_config, unet_config, NOISE_SCHEDULER_CONFIG)
+                    load_stable_diffusion, text_encoder_config, unet_config, NOISE_SCHEDULER_CONFIG)
 from .prompts import DIGITS, STYLES, VOCAB, build_erase_request, build_tokenizer, concept_axis, default_anchor
 from .training import train_base_model, train_judge
 
@@ -99,8 +99,9 @@ class MiniCanvasTestbed(Testbed):
         torch.set_num_threads(cfg.num_threads)
         data = load_data(cfg.split_seed)
         root = cache_root() / "minicanvas"
-        model_dir = cached(root / config_hash(cfg.model_key()), _save_base_model(cfg, data, log), CACHE_MARKER)
-        judge_dir = cached(root / ("judge-" + config_hash(cfg.judge_key())), _save_judge(cfg, data, log), CACHE_MARKER)
+        model_dir = cached(root / config_hash(cfg.model_key()), _save_base_model(cfg, data, log), CACHE_MARKER, log)
+        judge_dir = cached(root / ("judge-" + config_hash(cfg.judge_key())), _save_judge(cfg, data, log), CACHE_MARKER,
+                           log)
 
         model_info = json.loads((model_dir / "config.json").read_text())
         text_encoder, unet = build_models(model_info["text_encoder_config"], model_info["unet_config"])
@@ -114,7 +115,7 @@ class MiniCanvasTestbed(Testbed):
         judge.load_state_dict(load_file(str(judge_dir / "judge.safetensors")))
         judge.eval().requires_grad_(False)
         judge_info = json.loads((judge_dir / "config.json").read_text())
-        judge_info["sha256"] = sha256_of(judge_dir / "judge.safetensors")
+        judge_info["sha256"] = sha256_file(judge_dir / "judge.safetensors")
 
         components = DiffusionComponents(
             unet=unet,

@@ -38,7 +38,7 @@ def _cosine_with_warmup(step: int, warmup: int, total: int) -> float:
 def train_base_model(cfg: MiniCanvasConfig, data: dict, log: Callable[[str], None] = print) -> dict:
     """Train text encoder + UNet jointly with the DDPM loss; return EMA state dicts and training stats.
 
-    Prompt dropout (feasibility note): 10% "" (CFG's unconditional branch), 10% object dropped
+    Prompt dropout: 10% "" (CFG's unconditional branch), 10% object dropped
     ("a digit in S style"), 10% style dropped ("a digit three"), 70% the full prompt.
     """
     torch.set_num_threads(cfg.num_threads)

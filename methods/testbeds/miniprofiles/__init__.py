@@ -4,14 +4,6 @@ The package is split by concern (config, data, model, metrics, training, testbed
 reachable from the package itself (`miniprofiles.build_data`), imported on first use so that reading the
 declaration (testbed.yaml) never imports torch."""
 
-import importlib
+from .. import lazy_exports
 
-_SUBMODULES = ("config", "data", "model", "metrics", "training", "testbed")
-
-
-def __getattr__(name: str):
-    for submodule in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{submodule}")
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, ("config", "data", "model", "metrics", "training", "testbed"))

@@ -14,9 +14,9 @@ class MiniProfilesConfig:
     seed: int = 0  # data and vanilla-model seed (run seeds pick forget splits, they do not retrain the testbed)
     num_threads: int = 1  # fixed: CPU results are bit-reproducible only at a fixed count, and 1 thread is the
     # fastest on a shared 2-core box (2 threads were 2-10x slower when another job was running)
-    # data (feasibility note: 40 fictitious + 10 celebrities, 6 views, 80/60 utility faces)
+    # data: 40 fictitious people, 6 views, 80/60 utility faces (measured with a throwaway prototype)
     n_people: int = 40
-    n_celebrities: int = 20  # 10 in the feasibility note; 20 lift paraphrase transfer (MC) from ~0.4 to ~0.8
+    n_celebrities: int = 20  # 20 rather than 10 lift paraphrase transfer (MC) from ~0.4 to ~0.8 (measured)
     n_world_facts: int = 20
     n_utility_train: int = 80
     n_utility_test: int = 60
@@ -28,7 +28,7 @@ class MiniProfilesConfig:
     eval_batch_size: int = 256
     forget_fraction: float = 0.1  # MLLMU-Bench forget 5/10/15%
     n_splits: int = 3  # random forget splits per run (mean +- std)
-    # tiny model (feasibility note: CLIP 2x64, projector to 128, Llama 2x128)
+    # tiny model: CLIP 2x64, projector to 128, Llama 2x128
     patch_size: int = 8
     vision_hidden_size: int = 64
     vision_layers: int = 2
@@ -38,7 +38,7 @@ class MiniProfilesConfig:
     text_layers: int = 2
     text_heads: int = 4
     text_intermediate_size: int = 256
-    # training (feasibility note: AdamW 2e-3, batch 32, 50-epoch warmup+cosine, stop at EM >= 0.99). Two stages,
+    # training: AdamW 2e-3, batch 32, warmup + cosine, stop at EM >= 0.99 (measured). Two stages,
     # as in MLLMU-Bench: a base model learns the real-world stand-in (celebrities, world facts, colours), then the
     # vanilla model (and each oracle) is the base fine-tuned on the fictitious (retain) profiles, with a replay
     # of base data so that the small model keeps its real-world knowledge.
@@ -72,7 +72,7 @@ class MiniProfilesConfig:
 
 
 SCALES = {
-    # ci: the feasibility defaults plus 10 celebrities
+    # ci: the sizes above
     "ci": MiniProfilesConfig(),
     # full: 2.5x the people, a wider vision tower and language model, longer training, 5 splits
     "full": MiniProfilesConfig(

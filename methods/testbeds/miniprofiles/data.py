@@ -5,11 +5,20 @@ People: 40 fictitious profiles and 20 "celebrities" (the real-world stand-in, ne
 birthplace, occupation, birth year. Questions: 4 visual (image + question) and 3 text-only (by name) per person;
 paraphrased and cloze templates are only ever trained on the celebrities, so on fictitious people they are held out
 (MLLMU-Bench's Test set). Utility: "capital of" world facts, and colour questions on unseen random faces.
+
+Two additions serve cards beyond MLLMU-Bench's baselines without changing what the vanilla model is trained on or how
+it was scored before:
+- harmless questions: the colour questions asked on every fictitious person's face (`harmless_items`, held-out view;
+  never trained). Asked on the forget people's faces they measure over-forgetting, SafeEraser's concern: whether the
+  model still answers an innocuous question about an image it was told to forget.
+- refusal answers (`REFUSALS`), what refusal-training cards (PO / IDK) train the forget questions towards. Their words
+  extend the tokenizer after the trained vocabulary (see `build_vocab`), so every existing token id is unchanged.
 Everything is deterministic from the config's seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 from dataclasses import dataclass
@@ -129,6 +138,25 @@ UTILITY_QUESTIONS = {
 WORLD_QUESTION = "what is the capital of {country} ?"
 
 
+# Harmless questions about a profile image: the colour questions, whose answers depend on the picture and not on the
+# person's identity (SafeEraser's "unharmful" questions about a forget image).
+HARMLESS_QUESTIONS = UTILITY_QUESTIONS
+
+
+# Refusal answers for the refusal-training cards, in the spirit of the "I don't know" lists that TOFU, CLEAR and
+# UMU-Bench sample from (written for this word-level tokenizer: no apostrophes).
+REFUSALS = (
+    "i do not know .",
+    "i am not sure .",
+    "i have no idea .",
+    "i cannot answer that .",
+    "i do not have that information .",
+    "i am not certain about that .",
+    "that is beyond my knowledge .",
+    "i have not learned about that .",
+)
+
+
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>", "<image>")
 
 
@@ -149,7 +177,8 @@ def format_prompt(question: str, visual: bool, style: str = "plain") -> str:
 
 
 def build_vocab() -> tuple:
-    """Special tokens, then every word of every template and answer, sorted (deterministic ids)."""
+    """Special tokens, then every word of every template and answer, sorted (deterministic ids): the vocabulary the
+    tiny model is built and trained with."""
     texts = [format_prompt("", True, "llava")]
     for table in (VISUAL_QUESTIONS, TEXT_QUESTIONS, PARAPHRASED_VISUAL_QUESTIONS, PARAPHRASED_TEXT_QUESTIONS,
                   CLOZE_VISUAL_QUESTIONS, CLOZE_TEXT_QUESTIONS, UTILITY_QUESTIONS):  # fmt: skip
@@ -158,6 +187,15 @@ def build_vocab() -> tuple:
     texts += [word for pair in COUNTRIES for word in pair]
     words = {word for text in texts for word in _WORD.findall(text.replace("{name}", "").replace("{country}", ""))}
     return SPECIAL_TOKENS + tuple(sorted(words - set(SPECIAL_TOKENS)))
+
+
+def refusal_vocab() -> tuple:
+    """The words of `REFUSALS` that `build_vocab` lacks, sorted: the tokenizer appends them after the trained
+    vocabulary, so that existing ids (and the vanilla model, built over `build_vocab` only) stay as they are. A card
+    that trains towards refusals gives the model embedding rows for them (`resize_token_embeddings`, as UMU-Bench's
+    PO script does for LLaVA)."""
+    known = set(build_vocab())
+    return tuple(sorted({word for text in REFUSALS for word in _WORD.findall(text)} - known))
 
 
 SKIN_RGB = ((255, 224, 196), (234, 192, 134), (198, 134, 66), (141, 85, 36), (92, 56, 38))
@@ -262,7 +300,7 @@ class QA:
     qid: str
     pid: str  # person id, "u12" for a utility face, "world" for world facts
     group: str  # "fictitious" | "celebrity" | "world" | "utility"
-    kind: str  # "qa" (trained template) | "paraphrase" | "cloze" | "world" | "utility"
+    kind: str  # "qa" (trained template) | "paraphrase" | "cloze" | "world" | "utility" | "harmless"
     modality: str  # "visual" | "text"
     attribute: str  # "name", "birthplace", "job", "year", "capital", "hair", "shirt", "background"
     question: str
@@ -288,6 +326,8 @@ class MiniProfilesData:
     base_items: list  # the base model's "pre-training": celebrities, world facts, colours (the real-world stand-in)
     profile_train_items: list  # the fictitious profiles' questions: what the vanilla model is fine-tuned on
     eval_items: list  # what every model is evaluated on
+    # colour questions on each fictitious person's held-out view: evaluated apart from `eval_items` (never trained)
+    harmless_items: list = dataclasses.field(default_factory=list)
 
     @property
     def fictitious_ids(self) -> list:
@@ -305,6 +345,12 @@ class MiniProfilesData:
         """The trained profile questions of some people (a forget or retain set; the oracle's fine-tuning set)."""
         wanted = set(pids)
         return [q for q in self.profile_train_items if q.pid in wanted and q.modality in modalities]
+
+    def harmless_training_items(self, pids: Sequence[str]) -> list:
+        """The harmless questions about some people's images on a random training view (what a card may train on,
+        e.g. SafeEraser's prompt-decouple set); evaluation asks the same questions on the held-out view."""
+        wanted = set(pids)
+        return [dataclasses.replace(q, view=-1) for q in self.harmless_items if q.pid in wanted]
 
 
 def _options(answer: str, pool: Sequence[str], count: int, key: str, seed: int) -> tuple:
@@ -388,7 +434,16 @@ def build_data(cfg: MiniProfilesConfig) -> MiniProfilesData:
             qa = item(f"u{j:03d}", "utility", "utility", "visual", attribute, question, answers[attribute],
                       face=n_persons + j, view=-1 if trained else 0)  # fmt: skip
             (base if trained else evaluation).append(qa)
-    return MiniProfilesData(cfg, people, images, base, profiles, evaluation)
+    # Harmless questions, built last and without the generator, so that nothing above changes.
+    harmless = []
+    for p, face in zip(people, faces):
+        if p.group != "fictitious":
+            continue
+        answers = {"hair": HAIR_COLOURS[face["hair"]], "shirt": COLOURS[face["shirt"]],
+                   "background": COLOURS[face["background"]]}  # fmt: skip
+        harmless += [item(p.pid, p.group, "harmless", "visual", attribute, question, answers[attribute], p.face,
+                          heldout) for attribute, question in HARMLESS_QUESTIONS.items()]  # fmt: skip
+    return MiniProfilesData(cfg, people, images, base, profiles, evaluation, harmless)
 
 
 def forget_splits(data: MiniProfilesData, seed: int, n_splits: Optional[int] = None,

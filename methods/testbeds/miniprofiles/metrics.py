@@ -62,7 +62,8 @@ def mc_accuracy(option_scores: Sequence[Sequence[float]], correct: Sequence[int]
     return float(np.mean([int(np.argmax(scores)) == c for scores, c in zip(option_scores, correct)]))
 
 
-SPLITS = ("forget", "forget_paraphrase", "retain", "retain_paraphrase", "real_world", "visual_utility")
+SPLITS = ("forget", "forget_paraphrase", "retain", "retain_paraphrase", "real_world", "visual_utility",
+          "forget_harmless", "retain_harmless")
 
 
 RECORD_KEYS = {"mc_acc": "mc", "gen_em": "em", "gen_rougeL": "rougeL", "cloze": "cloze"}  # metric -> record key
@@ -147,13 +148,15 @@ def evaluate_items(model, encoder: Encoder, rows: Sequence[Encoded], batch_size:
 
 
 def split_questions(data: MiniProfilesData, forget_ids: Sequence[str]) -> dict:
-    """split -> eval QA items. Paraphrase splits are MLLMU-Bench's Test set (and its retain counterpart)."""
+    """split -> eval QA items. Paraphrase splits are MLLMU-Bench's Test set (and its retain counterpart); harmless
+    splits are the colour questions on the forget (retain) people's images."""
     forget = set(forget_ids)
     out = {name: [] for name in SPLITS}
-    for q in data.eval_items:
+    suffix = {"paraphrase": "_paraphrase", "harmless": "_harmless"}
+    for q in list(data.eval_items) + list(data.harmless_items):
         if q.group == "fictitious":
             side = "forget" if q.pid in forget else "retain"
-            out[side + ("_paraphrase" if q.kind == "paraphrase" else "")].append(q)
+            out[side + suffix.get(q.kind, "")].append(q)
         elif q.group in ("celebrity", "world"):
             out["real_world"].append(q)
         else:
@@ -189,4 +192,5 @@ def headline(table: dict) -> dict:
         "retain_acc": pooled("retain"),
         "real_world_acc": pooled("real_world"),
         "utility_acc": pooled("visual_utility"),
+        "harmless_forget_acc": pooled("forget_harmless"),
     }

@@ -5,6 +5,7 @@ turns questions into padded model inputs (for the tiny processor and a real LLaV
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +14,20 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ...core.cache import sha256_file
 from .config import MiniProfilesConfig
-from .data import IMAGE_TOKEN, QA, build_vocab, format_prompt
+from .data import IMAGE_TOKEN, QA, build_vocab, format_prompt, refusal_vocab
 
 
 def build_tokenizer(model_max_length: int = 64):
-    """A word-level `PreTrainedTokenizerFast` built offline; it adds <bos> (answers get <eos> from the encoder)."""
+    """A word-level `PreTrainedTokenizerFast` built offline; it adds <bos> (answers get <eos> from the encoder).
+
+    Its vocabulary is the trained vocabulary (`build_vocab`) followed by the refusal words (`refusal_vocab`), which
+    the tiny model is not built with (see `build_model_config`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {word: index for index, word in enumerate(build_vocab())}
+    vocab = {word: index for index, word in enumerate(build_vocab() + refusal_vocab())}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
@@ -33,7 +38,7 @@ def build_tokenizer(model_max_length: int = 64):
         bos_token="<bos>",
         eos_token="<eos>",
         unk_token="<unk>",
-        # gotcha 4 of the feasibility note: LlavaProcessor reads tokenizer.image_token
+        # LlavaProcessor reads tokenizer.image_token
         extra_special_tokens={"image_token": IMAGE_TOKEN},
         model_max_length=model_max_length,
     )
@@ -59,7 +64,7 @@ def build_processor(cfg: MiniProfilesConfig):
 
 
 def build_model_config(cfg: MiniProfilesConfig, tokenizer):
-    """Tiny CLIP vision tower + tiny Llama in a LlavaConfig (gotchas 2 and 7 of the feasibility note)."""
+    """Tiny CLIP vision tower + tiny Llama in a LlavaConfig (vision_feature_layer -1, untied embeddings)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     vision = CLIPVisionConfig(
@@ -71,8 +76,10 @@ def build_model_config(cfg: MiniProfilesConfig, tokenizer):
         patch_size=cfg.patch_size,
         projection_dim=cfg.vision_hidden_size,
     )
+    # The trained vocabulary only: the refusal words the tokenizer appends get embedding rows from the cards that
+    # train towards them, so the vanilla model (and every result scored on it) is the same with or without them.
     text = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(build_vocab()),
         hidden_size=cfg.text_hidden_size,
         intermediate_size=cfg.text_intermediate_size,
         num_hidden_layers=cfg.text_layers,
@@ -175,6 +182,14 @@ class Encoder:
             encoded.append(Encoded(q, self._expand(p_ids), answer, options))
         return encoded
 
+    def with_answers(self, rows: Sequence[Encoded], answers: Sequence[str]) -> list:
+        """The rows with their training targets replaced by new answer texts (e.g. refusals), tokenized in context."""
+        prompts = [format_prompt(row.qa.question, row.qa.visual, self.prompt_style) for row in rows]
+        prompt_ids = self._ids(prompts)
+        full_ids = self._ids([p + " " + answer for p, answer in zip(prompts, answers)])
+        return [dataclasses.replace(row, answer_ids=self._answer_ids(p, f, answer) + (self.eos_id,))
+                for row, p, f, answer in zip(rows, prompt_ids, full_ids, answers)]  # fmt: skip
+
     def pixel_values(self, face: int, view: int) -> torch.Tensor:
         key = (face, view)
         if key in self._pixels:
@@ -229,13 +244,7 @@ def sha256_of_checkpoint(directory: Path) -> str:
     files = sorted(Path(directory).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors file in {directory}")
-    digests = []
-    for path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digests.append(digest.hexdigest())
+    digests = [sha256_file(path) for path in files]
     return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
 
 

@@ -31,12 +31,13 @@ from ...core.seeding import resolve_device, seed_everything
 from ...mllm.edited import EditedMLLM
 from .. import Evaluation, ForgetRequest, Testbed, UsageError
 from .config import MiniProfilesConfig, config_for
-from .data import build_data, forget_splits
+from .data import REFUSALS, build_data, forget_splits
 from .metrics import evaluate_items, headline, summarise
 from .model import Encoded, Encoder, _dtype_for, build_processor, load_checkpoint, sha256_of_checkpoint
 from .training import CACHE_MARKER, FinetuneSettings, ProfileTrainer
 
-HEADLINE = ("forget_acc", "forget_paraphrase_acc", "retain_acc", "real_world_acc", "utility_acc")
+HEADLINE = ("forget_acc", "forget_paraphrase_acc", "retain_acc", "real_world_acc", "utility_acc",
+            "harmless_forget_acc")
 FORGET_SPLITS = ("forget", "forget_paraphrase")
 
 
@@ -47,6 +48,10 @@ class UnlearningTask:
     `forget` holds every trained profile question of the forget people (both modalities; cards pick the
     modalities they unlearn), `retain` those of the retain people. `batch(rows, generator)` collates rows into
     model inputs on the right device, with a random training view for visual rows.
+
+    For cards beyond the MLLMU-Bench baselines: `harmless` holds harmless questions about the forget people's images
+    (never trained before; SafeEraser's prompt-decouple set is built from them) and `refusals` the refusal answers
+    that refusal-training cards (PO) train the forget questions towards; `with_answers` re-targets rows.
     """
 
     forget: list
@@ -54,13 +59,27 @@ class UnlearningTask:
     encoder: Encoder
     train_views: tuple
     seed: int
+    harmless: list = dataclasses.field(default_factory=list)
+    refusals: tuple = ()
 
     @property
     def device(self) -> torch.device:
         return self.encoder.device
 
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
     def batch(self, rows: Sequence[Encoded], generator: Optional[torch.Generator] = None) -> dict:
         return self.encoder.batch(rows, train_views=self.train_views, generator=generator)
+
+    def prompt_batch(self, rows: Sequence[Encoded]) -> dict:
+        """Left-padded prompts without answers (for `model.generate`), on each visual row's first training view."""
+        return self.encoder.batch(rows, targets=[()] * len(rows), train_views=self.train_views, left_pad=True)
+
+    def with_answers(self, rows: Sequence[Encoded], answers: Sequence[str]) -> list:
+        """The rows with new answer texts as training targets (tokenized like every other answer)."""
+        return self.encoder.with_answers(rows, answers)
 
 
 def forget_quality_gap(table: dict, oracle_table: dict) -> float:
@@ -95,6 +114,7 @@ class MiniProfilesTestbed(Testbed):
         self.model.requires_grad_(False)
         self.checkpoint_sha256 = sha256_of_checkpoint(self.model_dir)
         self.eval_rows = encoder.encode(data.eval_items)
+        self.harmless_rows = encoder.encode(data.harmless_items)
         self._base_records = None
 
     # --- loading ---------------------------------------------------------------------------------------------
@@ -148,7 +168,7 @@ class MiniProfilesTestbed(Testbed):
         if not (model_dir / CACHE_MARKER).exists():
             log(f"[miniprofiles] fine-tuning the vanilla model ({cfg.scale} scale, {source}); once per machine")
         items = data.profile_items(data.fictitious_ids)
-        model_dir = cached(model_dir, trainer.build(items, {"cache_key": key}), CACHE_MARKER)
+        model_dir = cached(model_dir, trainer.build(items, {"cache_key": key}), CACHE_MARKER, log)
         return cls(cfg, data, encoder, trainer, model_dir, max_new_tokens, eval_batch_size, log)
 
     def _dtype(self):
@@ -174,6 +194,8 @@ class MiniProfilesTestbed(Testbed):
             encoder=self.encoder,
             train_views=self.data.train_views,
             seed=seed,
+            harmless=self.encoder.encode(self.data.harmless_training_items(forget_ids)),
+            refusals=REFUSALS,
         )
 
     def requests(self, seed: int, forget=None, anchor=None) -> list:
@@ -182,7 +204,12 @@ class MiniProfilesTestbed(Testbed):
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     def evaluate_records(self, model) -> dict:
-        return evaluate_items(model, self.encoder, self.eval_rows, self.eval_batch_size, self.max_new_tokens)
+        """Per-question records of the evaluation questions, then (in a pass of their own, so that the first pass
+        batches exactly as it always has) of the harmless questions."""
+        return {**self._records(model, self.eval_rows), **self._records(model, self.harmless_rows)}
+
+    def _records(self, model, rows) -> dict:
+        return evaluate_items(model, self.encoder, rows, self.eval_batch_size, self.max_new_tokens) if rows else {}
 
     def summarise(self, records: dict, forget_ids: Sequence[str]) -> dict:
         """{"table": split x modality x metric, "headline": pooled accuracies} for one forget split."""
@@ -200,14 +227,23 @@ class MiniProfilesTestbed(Testbed):
         return {"forget_acc": float(np.mean(forget_mc)), "retain_acc": float(np.mean(retain_mc))}
 
     def cached_records(self, model, directory: Path) -> dict:
-        """Evaluation records of a cached (never modified) model, stored next to its weights."""
-        path = Path(directory) / f"eval-{config_hash(self.eval_key())}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        records = self.evaluate_records(model)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records))
-        os.replace(tmp, path)
+        """Evaluation records of a cached (never modified) model, stored next to its weights: the evaluation
+        questions' file and, apart, the harmless questions' (older caches keep their first file as it was)."""
+        records = {}
+        keys = {"eval": self.eval_key(), "harmless-eval": {**self.eval_key(), "harmless_questions": 1}}
+        for prefix, rows in (("eval", self.eval_rows), ("harmless-eval", self.harmless_rows)):
+            path = Path(directory) / f"{prefix}-{config_hash(keys[prefix])}.json"
+            if path.exists():
+                try:
+                    records.update(json.loads(path.read_text()))
+                    continue
+                except (OSError, ValueError):  # a corrupt record file (a killed write): computed again below
+                    self.log(f"[cache] {path.name} of {Path(directory).name} is unreadable; evaluating again")
+            part = self._records(model, rows)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(part))
+            os.replace(tmp, path)
+            records.update(part)
         return records
 
     def eval_key(self) -> dict:
@@ -224,7 +260,8 @@ class MiniProfilesTestbed(Testbed):
             self.log(f"[miniprofiles] training the retain-only oracle without {', '.join(forget_ids)}")
         retain_ids = [pid for pid in self.data.fictitious_ids if pid not in set(forget_ids)]
         items = self.data.profile_items(retain_ids)
-        directory = cached(directory, self.trainer.build(items, {"forget_ids": list(forget_ids)}), CACHE_MARKER)
+        directory = cached(directory, self.trainer.build(items, {"forget_ids": list(forget_ids)}), CACHE_MARKER,
+                           self.log)
         model = load_checkpoint(directory, self.device, self._dtype())
         return model.requires_grad_(False), directory
 
@@ -318,6 +355,9 @@ class MiniProfilesTestbed(Testbed):
 
     def restore_edited(self, tensors: dict, info: dict, request: ForgetRequest) -> EditedMLLM:
         model = copy.deepcopy(self.model)
+        embedding = next(name for name, p in model.named_parameters() if p is model.get_input_embeddings().weight)
+        if tensors[embedding].shape[0] != model.get_input_embeddings().num_embeddings:  # a card added tokens (PO)
+            model.resize_token_embeddings(tensors[embedding].shape[0], mean_resizing=False)
         model.load_state_dict(tensors)
         return EditedMLLM(model.requires_grad_(False).eval(), self.processor, info)
 

@@ -138,7 +138,8 @@ class ProfileTrainer:
         """Stage 0, trained once per machine and cached."""
         if not (self.base_dir / "testbed.json").exists():
             self.log(f"[miniprofiles] training the base model ({self.config.scale} scale, {self.source}); once")
-        directory = cached(self.base_dir, self._builder(self._train_base, {"stage": "base"}), CACHE_MARKER)
+        directory = cached(self.base_dir, self._builder(self._train_base, {"stage": "base"}), CACHE_MARKER,
+                           self.log)
         return load_checkpoint(directory, self.encoder.device, _dtype_for(self.source, self.encoder.device))
 
     def _train_base(self):
