@@ -176,7 +176,7 @@ def test_a_real_wav2vec2_checkpoint_is_fine_tuned_and_unlearned(tmp_path):
     Wav2Vec2ForSequenceClassification(config).save_pretrained(str(tmp_path / "kws"), safe_serialization=True)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
                              return_attention_mask=False).save_pretrained(str(tmp_path / "kws"))
-    record = run_card("scrub", "minivoices", model=str(tmp_path / "kws"), seed=0, device="cpu", write=False,
+    record = run_card("scrub_audio", "minivoices", model=str(tmp_path / "kws"), seed=0, device="cpu", write=False,
                       overrides={"epochs": 1, "msteps": 1},
                       testbed_overrides={**SMOKE, "pretrained_epochs": 1, "n_splits": 1}, **QUIET)
     assert record["model"] == "kws" and record["details"]["checkpoint"]["model"].startswith(
