@@ -161,7 +161,10 @@ def test_a_folder_of_recordings_replaces_the_synthesised_speech(tmp_path):
     assert record["testbed_config"]["data_source"] == "recordings" and record["model"] == "recordings"
     assert record["details"]["keywords"] == ["no", "yes"]
     assert set(record["details"]["speakers"]) == {"ann", "bob", "cid", "dee", "eve"}
-    assert record["adaptations"] == {"epochs": {"value": 1, "why": "set by the user (--set)"}}
+    # recordings keep the testbed's tiny model, so the card's MiniVoices adaptations apply; the user's --set wins
+    registered = load_registry().card("finetune").on("minivoices").adaptations
+    assert record["adaptations"]["epochs"] == {"value": 1, "why": "set by the user (--set)"}
+    assert record["adaptations"]["learning_rate"]["value"] == registered["learning_rate"].value
     assert all((out / item["file"]).stat().st_size > 1000 for item in record["media"])
 
 
