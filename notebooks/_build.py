@@ -1,6 +1,10 @@
 """Generate every card's notebook from the registry: `python notebooks/_build.py [CARD ...]`; edit this script, the
 registry or the card's module docstring, never the .ipynb files.
 
+An executed notebook keeps its outputs when only its text changes: if the builder's code cells equal the notebook's,
+the markdown cells are updated in place (text has no outputs, so nothing needs re-executing) or the file is left
+alone; only a notebook whose code changed is rewritten without outputs, to be executed again (`notebooks/_run.py`).
+
 `python notebooks/_build.py --check` fails (exit 1, naming the notebook and the first differing cell) when a
 committed notebook differs from what this script makes, outputs and execution metadata aside; `.ci/run` runs it.
 
@@ -48,7 +52,8 @@ def introduction(card: CardSpec, testbed) -> str:
              + ", ".join(f"`{paper}`" for paper in card.catalog) + f" · testbed: {testbed.title}", "",
              "| What the paper reports | What the testbed checks |", "|---|---|",
              f"| {claim.text} ({claim.source}; {claim.status}) | "
-             + (f"{bar.text(labels)}" + (f" ({bar.note})" if bar.note else "") if bar else "no quality bar") + " |",
+             + (f"{bar.text(labels)}" + (f" ({bar.note})" if bar.note else "")
+                + (f" **Known miss:** {bar.known_miss}" if bar.known_miss else "") if bar else "no quality bar") + " |",
              "", f"**Fidelity.** Follows `{card.follows}`; deviations and testbed adaptations are listed at the end."]
     return "\n".join(lines)
 
@@ -188,9 +193,27 @@ def main(argv=None) -> int:
         return check(cards, registry)
     for card in cards:
         path = HERE / f"{card.name}.ipynb"
-        nbformat.write(build(card, registry), str(path))
-        print("wrote", path.relative_to(ROOT))
+        print(write(build(card, registry), path), path.relative_to(ROOT))
     return 0
+
+
+def write(notebook, path: Path) -> str:
+    """Write `notebook` to `path`, keeping an executed notebook's outputs where its code cells are unchanged."""
+    if path.exists():
+        current = nbformat.read(str(path), as_version=4)
+        if comparable(current) == comparable(notebook):
+            return "unchanged"
+        own = [cell for cell in current.cells if INJECTED not in cell.get("metadata", {}).get("tags", [])]
+        same_code = len(own) == len(notebook.cells) and all(
+            a.cell_type == b.cell_type and (a.cell_type == "markdown" or a.source == b.source)
+            for a, b in zip(own, notebook.cells))
+        if same_code:
+            for cell, built in zip(own, notebook.cells):
+                cell.source = built.source
+            nbformat.write(current, str(path))
+            return "updated the text of (outputs kept)"
+    nbformat.write(notebook, str(path))
+    return "wrote (execute it: notebooks/_run.py)"
 
 
 if __name__ == "__main__":

@@ -52,6 +52,30 @@ def test_committed_notebooks_match_their_builder(capsys):
     assert status == 0, capsys.readouterr().err
 
 
+def test_rebuilding_keeps_outputs_unless_code_changed(tmp_path):
+    """A text change (a bar note) updates an executed notebook's markdown in place; a code change rewrites it bare."""
+    import nbformat
+
+    builder = load_builder()
+    card = REGISTRY.cards["ga"]
+    path = tmp_path / "ga.ipynb"
+    executed = builder.build(card, REGISTRY)
+    code = next(cell for cell in executed.cells if cell.cell_type == "code")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+    nbformat.write(executed, str(path))
+    assert builder.write(builder.build(card, REGISTRY), path) == "unchanged"
+
+    changed = builder.build(card, REGISTRY)
+    changed.cells[0].source += "\nnew text"
+    assert builder.write(changed, path).startswith("updated the text")
+    kept = nbformat.read(str(path), as_version=4)
+    assert kept.cells[0].source.endswith("new text") and any(cell.get("outputs") for cell in kept.cells)
+
+    changed.cells[2].source += "\nx = 1"
+    assert builder.write(changed, path).startswith("wrote")
+    assert not any(cell.get("outputs") for cell in nbformat.read(str(path), as_version=4).cells)
+
+
 def test_bar_text_and_verdicts():
     bar = REGISTRY.card("graddiff").on("miniprofiles").bar
     labels = {metric.key: metric.label for metric in REGISTRY.testbed("miniprofiles").metrics}
