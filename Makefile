@@ -39,6 +39,12 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
+# Debian's speech synthesisers: the MiniVoices testbed synthesises its speakers offline with them.
+audio-deps:
+	@command -v espeak-ng >/dev/null 2>&1 && command -v flite >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng flite >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng flite >/dev/null; fi; }
+
 # Builds the site into a temp folder, serves it on a free port and drives headless Chromium (tests/site/).
 test-browser: $(STAMP) browser-deps
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m pytest -q -m browser
