@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve build test test-all test-slow test-browser notebooks notebooks-check bench validate browser-deps clean
+.PHONY: serve build test test-all test-slow test-browser notebooks notebooks-check bench validate browser-deps audio-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,10 @@ build: $(STAMP)
 	$(BIN)/python -m site_tools validate
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-test: $(STAMP)
+test: $(STAMP) audio-deps
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) audio-deps
 	$(BIN)/python -m pytest -q -m slow
 
 # Debian's Chromium drives the browser tests (no browser download: the site must work offline).
@@ -38,6 +38,12 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+# Debian's speech synthesisers: the MiniVoices testbed synthesises its speakers offline with them.
+audio-deps:
+	@command -v espeak-ng >/dev/null 2>&1 && command -v flite >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng flite >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng flite >/dev/null; fi; }
 
 # Builds the site into a temp folder, serves it on a free port and drives headless Chromium (tests/site/).
 test-browser: $(STAMP) browser-deps
@@ -49,7 +55,7 @@ test-all: test test-slow test-browser
 # saves its outputs and rewrites results/<testbed>/<card>/. `make serve` / `make build` then show them; the site never
 # runs a notebook. `make notebooks-check` checks that the notebooks are what notebooks/_build.py makes.
 JOBS ?= 2
-notebooks: $(STAMP)
+notebooks: $(STAMP) audio-deps
 	$(BIN)/python notebooks/_run.py --jobs $(JOBS)
 
 notebooks-check: $(STAMP)

@@ -32,6 +32,7 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 KINDS = ("unlearn", "attack")
 EDITS = ("weights", "sampler")
+MEDIA = ("audio", "image")  # kinds of media files a testbed's runs may write beside metrics.json
 OPERATORS = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
 
 
@@ -79,6 +80,8 @@ class TestbedSpec:
     figure: Optional[str]  # the figure a run writes beside metrics.json
     plot: Optional[dict]  # {"x": key, "y": key}: the leaderboard's scatter plot of every card
     smoke: dict = field(default_factory=dict)  # config fields of the contract tests' tiny testbed
+    media: Optional[str] = None  # "audio" or "image": a run also writes media files beside metrics.json (listed in
+    # its record's `media`), which the card page embeds (players for audio)
     source: Path = field(compare=False, default=Path("."))
 
     def metric(self, key: str) -> MetricSpec:
@@ -328,7 +331,8 @@ def load_testbed(path: Path) -> TestbedSpec:
         requests=read.get(data, "requests", "", choices=("concept", "splits")),
         metrics=tuple(metrics), leaderboard=metric_list("leaderboard"), index=metric_list("index"),
         references=tuple(references), figure=read.get(data, "figure", "", str, None), plot=plot,
-        smoke=read.mapping(data.get("smoke") or {}, "smoke"), source=path)
+        smoke=read.mapping(data.get("smoke") or {}, "smoke"),
+        media=read.get(data, "media", "", str, None, MEDIA), source=path)
 
 
 def _bar(read: _Reader, data, where: str, testbed: TestbedSpec) -> Optional[Bar]:

@@ -103,7 +103,8 @@ def plan_run(card: str, testbed: Optional[str] = None, *, seed: int = 0, scale: 
     cls = testbed_class(testbed_spec)
     cls.check_arguments(scale, forget, anchor, model)
     # the testbed's adaptations apply to its own tiny model; a real checkpoint runs with the official defaults
-    adaptations = {} if model is not None else {k: {"value": a.value, "why": a.why} for k, a in on.adaptations.items()}
+    adaptations = {} if not cls.own_model(model) else {k: {"value": a.value, "why": a.why}
+                                                       for k, a in on.adaptations.items()}
     overrides = dict(overrides or {})
     try:
         config = build_config(spec.load_config_class(), {k: v["value"] for k, v in adaptations.items()}, overrides)
@@ -164,6 +165,8 @@ def execute(plan: Plan, out: Optional[Path], log: Callable[[str], None], testbed
         out.mkdir(parents=True, exist_ok=True)
         if plan.testbed_spec.figure:
             testbed.figure(record, runs, out / plan.testbed_spec.figure)
+        if plan.testbed_spec.media:
+            record["media"] = testbed.media(record, runs, out)
         write_results(record, out / "metrics.json")
         log(f"[{plan.card.name}] wrote {relative(out / 'metrics.json')}"
             + (f" and {plan.testbed_spec.figure}" if plan.testbed_spec.figure else ""))
@@ -193,7 +196,7 @@ def build_record(plan: Plan, testbed, runs: list, total_s: float) -> dict:
         "seed": plan.seed,
         "scale": plan.scale,
         "device": str(testbed.device),
-        "model": None if plan.model is None else (plan.model if not Path(plan.model).is_absolute() else Path(plan.model).name),
+        "model": None if plan.model is None else model_name(plan.model),
         "request": {"requests": [run.request.describe for run in runs]},
         "config": config_to_dict(plan.config),
         "config_defaults": config_to_dict(config_class()),
@@ -210,6 +213,11 @@ def build_record(plan: Plan, testbed, runs: list, total_s: float) -> dict:
         "details": testbed.details_record(runs),
         "figure": spec.figure,
     })
+
+
+def model_name(model: str) -> str:
+    """--model as recorded: local absolute paths by their last component (each part of a comma-separated pair)."""
+    return ",".join(Path(part).name if Path(part).is_absolute() else part for part in model.split(","))
 
 
 def sibling_metrics(card: str, testbed: str) -> Optional[dict]:

@@ -9,6 +9,7 @@ file changes.
 - `minicanvas`: a miniature UnlearnCanvas (text-to-image concept erasure on digits x styles).
 - `miniprofiles`: a miniature MLLMU-Bench (a tiny LLaVA that memorised fictitious profiles).
 - `miniclip`: a tiny CLIP on the MiniCanvas captions (class, pair and backdoor forgetting).
+- `minivoices`: speaker unlearning in a keyword classifier trained on synthesised speech (UnSLU-Bench's task).
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ class Testbed(ABC):
     def config_record(self) -> dict:
         """The testbed's config, JSON-ready, for the results file."""
 
+    @classmethod
+    def own_model(cls, model: Optional[str]) -> bool:
+        """Whether a run with this `--model` keeps the testbed's own tiny model (then the testbed's adaptations of a
+        card's config apply); by default only a run without --model does."""
+        return model is None
+
     @property
     def uses_own_model(self) -> bool:
         """True when the testbed runs its own tiny model (its adaptations of a card's config then apply)."""
@@ -117,6 +124,12 @@ class Testbed(ABC):
     def figure(self, record: dict, runs: list, path: Path) -> Optional[Path]:
         """Write the run's figure (the declaration's `figure`) to `path`; None when the testbed has none."""
         return None
+
+    def media(self, record: dict, runs: list, out: Path) -> list:
+        """Testbeds that declare `media` (audio or image) write a few example files into `out` (beside
+        metrics.json) and return one entry per file: {"file": name, "kind": "audio" | "image", "caption": text};
+        the card page embeds them. None by default."""
+        return []
 
     def base_model(self):
         """The testbed's own model, unedited, in its modality's edited-model interface (the matrix's "base")."""

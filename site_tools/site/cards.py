@@ -99,6 +99,11 @@ class Results:
         path = self.path.parent / name if name else None
         return path if path is not None and path.is_file() else None
 
+    @property
+    def media(self) -> list[tuple[Path, str, str]]:
+        """(file, kind, caption) of each example file the run wrote beside metrics.json (its record's `media`)."""
+        return [(self.path.parent / item["file"], item["kind"], item["caption"]) for item in self.record.get("media", [])]
+
 
 def _value(stat: Any) -> Value | None:
     if not isinstance(stat, dict) or stat.get("mean") is None:
@@ -114,6 +119,9 @@ def load_results(path: Path, card: str, testbed: str) -> Results | None:
         record = read_results(path)
     except ResultsError as error:
         raise CardError(str(error)) from None
+    for item in record.get("media", []):
+        if not (path.parent / item["file"]).is_file():
+            raise CardError(f"{path}: media lists {item['file']!r}, which is not beside it; re-run the card")
     if record["card"] != card or record["testbed"] != testbed:
         raise CardError(f"{path}: holds card {record['card']!r} on {record['testbed']!r}, expected {card!r} on "
                         f"{testbed!r}; re-run the card or move the file")
@@ -387,6 +395,19 @@ def fidelity_section(card: Card) -> list[str]:
     return parts
 
 
+def media_section(card: Card, url: Callable[[str], str]) -> list[str]:
+    """The example files of the latest run (a testbed's `media`): an audio player or an image each, captioned."""
+    parts = ["**Examples from this run** (files written beside metrics.json):", ""]
+    for path, kind, caption in card.results.media:
+        target = url(card_file_src(card.name, path.name))
+        if kind == "audio":
+            parts += [f'<audio class="atlas-media" controls preload="none" src="{target}"></audio> {md.text(caption)}',
+                      ""]
+        else:
+            parts += [f"![{md.text(caption)}]({target}){{ .atlas-plot }}", ""]
+    return parts
+
+
 def card_header(card: Card, url: Callable[[str], str]) -> str:
     """Markdown of the box above a card's notebook. `url` maps a source path of the build (papers/<id>.md, the
     leaderboards, files beside the card) to a URL relative to the card's page."""
@@ -404,6 +425,8 @@ def card_header(card: Card, url: Callable[[str], str]) -> str:
         parts += [results_table(card), ""]
         parts += [f"**{provenance(card, capital=True)}** ({md.text(card.results.setting)}). Reproduce it with:", ""]
     parts += [md.code_block(card.command, "bash"), ""]
+    if card.results is not None and card.results.media:
+        parts += media_section(card, url) + [""]
     parts += fidelity_section(card) + [""]
     downloads = [f"[the notebook ({md.text(card.notebook.name)})]({card.notebook.name})"]
     figure = card.results.figure if card.results is not None else None

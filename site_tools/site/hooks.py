@@ -185,7 +185,7 @@ def _add_generated(files: Files, config: MkDocsConfig) -> Files:
         add(src_uri, svg)
     for card in state.cards:  # the files behind the results a card page shows, for download
         if card.name in card_pages and card.results is not None:
-            for path in (card.results.path, card.results.figure):
+            for path in (card.results.path, card.results.figure, *(item[0] for item in card.results.media)):
                 if path is not None:
                     files.append(File.generated(config, cards.card_file_src(card.name, path.name),
                                                 abs_src_path=str(path)))

@@ -275,3 +275,26 @@ def test_no_testbed_or_card_name_in_the_site_code():
         source = path.read_text(encoding="utf-8").lower()
         found = sorted(name for name in names if re.search(rf"\b{re.escape(name.lower())}\b", source))
         assert not found, f"{path}: names {found}"
+
+
+def test_media_a_run_lists_are_embedded_as_players_and_published(tmp_path: Path):
+    """A testbed that declares `media` writes example files beside metrics.json and lists them in the record: the
+    card page embeds an audio player (or an image) for each, with its caption as text, and a listed file that is
+    missing stops the build naming it."""
+    notebooks, results = tmp_path / "notebooks", tmp_path / "results"
+    registry = load_registry(_registry(tmp_path, {"voiced": "minicanvas"}))
+    write_notebook(notebooks / "voiced.ipynb", "voiced", "minicanvas")
+    media = [{"file": "forget-1.wav", "kind": "audio", "caption": "Speaker <b>x</b> says 'seven' *loudly*"},
+             {"file": "view.png", "kind": "image", "caption": "an example"}]
+    write_results(results, {("minicanvas", "voiced"): {**CANVAS, "card": "voiced", "media": media}})
+    folder = results / "minicanvas" / "voiced"
+    with pytest.raises(cards.CardError, match="media lists 'forget-1.wav', which is not beside it"):
+        cards.discover(notebooks, results, registry=registry)
+    (folder / "forget-1.wav").write_bytes(b"RIFF0000WAVE")
+    (folder / "view.png").write_bytes(b"\x89PNG")
+    card, = cards.discover(notebooks, results, registry=registry)
+    assert [item[0].name for item in card.results.media] == ["forget-1.wav", "view.png"]
+    header = cards.card_header(card, lambda src_uri: f"/{src_uri}")
+    assert '<audio class="atlas-media" controls preload="none" src="/cards/voiced/forget-1.wav"></audio>' in header
+    assert r"Speaker \<b\>x\<\/b\> says \'seven\' \*loudly\*" in header, "the caption is escaped text"
+    assert r"![an example](/cards/voiced/view.png){ .atlas-plot }" in header
