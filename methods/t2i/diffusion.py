@@ -72,6 +72,11 @@ class EraseRequest:
     - anchor_prompts: what each forget prompt should turn into (UCE guide, CA anchor).
     - preserve_prompts: prompts whose outputs must not change (UCE preserve set).
     - concept_prompt: one text naming the concept (SLD's safety concept).
+    - images: real images of some of these prompts (prompt -> (N, *sample_shape) tensor in the model space, pixels
+      on MiniCanvas), for the cards that train on images (SalUn, EraseDiff, Scissorhands, FMN, SafeGen, task
+      vectors). The images of a preserve prompt never show the forget concept. A card that needs images of a
+      prompt missing here samples them from the base model (`training.prompt_images`), as the official code does
+      when it has no dataset (and as it always does on Stable Diffusion).
     The three first lists are parallel: forget_prompts[i] pairs with neutral_prompts[i] and anchor_prompts[i].
     """
 
@@ -80,6 +85,7 @@ class EraseRequest:
     anchor_prompts: list
     preserve_prompts: list = field(default_factory=list)
     concept_prompt: str = ""
+    images: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         n = len(self.forget_prompts)

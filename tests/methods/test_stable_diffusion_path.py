@@ -1,7 +1,8 @@
 """The Stable Diffusion path (`--model`), exercised on a tiny randomly initialised SD-shaped pipeline saved locally.
 
 Real SD 1.x weights cannot be downloaded here; this checks loading with `StableDiffusionPipeline.from_pretrained`,
-latent-space methods, VAE decoding and the outputs, with each method's official defaults shortened for speed.
+latent-space methods, VAE decoding and the outputs, for every text-to-image unlearn card of the registry, with its
+official defaults shortened by its `smoke` budget (declared in methods/registry.yaml).
 """
 
 import json
@@ -10,15 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from methods.registry import load_registry
 from methods.run import run_card
 from methods.testbeds import minicanvas
 
-SHORT = {
-    "esd": dict(iterations=2, ddim_steps=3),
-    "uce": {},
-    "ca": dict(train_steps=2, num_anchor_images=2, batch_size=2),
-    "sld": dict(num_inference_steps=3, sld_warmup_steps=1),
-}
+REGISTRY = load_registry()
+T2I_CARDS = [card.name for card in REGISTRY.cards.values() if card.kind == "unlearn" and card.modality == "t2i"]
+
+
+def smoke(name: str) -> dict:
+    """The card's smoke budget (the same as the contract tests'), applied to its official defaults."""
+    return dict(REGISTRY.card(name).on("minicanvas").smoke)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +54,17 @@ def tiny_sd(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("name", ["esd", "uce", "ca", "sld"])
+@pytest.mark.parametrize("name", T2I_CARDS)
 def test_card_runs_on_a_stable_diffusion_pipeline(tiny_sd, tmp_path, name):
     """`--model` swaps MiniCanvas' tiny model for a Stable Diffusion pipeline: the card runs with its official
-    defaults (shortened here), and the run writes samples before / after (no judge applies) and schema-v1 results."""
+    defaults (shortened by its smoke budget), and the run writes samples before / after (no judge applies) and
+    schema-v1 results."""
     torch.set_num_threads(1)
     record = run_card(name, "minicanvas", model=tiny_sd, forget="a digit three", seed=0, device="cpu",
-                      overrides=SHORT[name], out=tmp_path, log=lambda _: None)
+                      overrides=smoke(name), out=tmp_path, log=lambda _: None)
     assert record["model"] == Path(tiny_sd).name and record["metrics"]["UA"] is None
     assert record["bar"]["met"] is None and record["catalog_ids"]
-    assert set(record["adaptations"]) == set(SHORT[name])  # official defaults but for the shortening
+    assert set(record["adaptations"]) == set(smoke(name))  # official defaults but for the shortening
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["card"] == name and on_disk["details"]["prompts"][0] == "a digit three"
     assert (tmp_path / "samples.png").stat().st_size > 0

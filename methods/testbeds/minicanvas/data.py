@@ -54,3 +54,38 @@ def load_data(split_seed: int = 0, test_fraction: float = 0.2) -> dict:
             styles=torch.arange(len(STYLES)).repeat_interleave(len(index)),
         )
     return data
+
+
+def prompt_concepts(prompt: str) -> tuple:
+    """(digit index or None, style index or None) that a MiniCanvas prompt names ("a digit three" -> (3, None))."""
+    from .prompts import DIGITS
+
+    words = prompt.split()
+    digit = next((DIGITS.index(word) for word in words if word in DIGITS), None)
+    style = next((STYLES.index(word) for word in words if word in STYLES), None)
+    return digit, style
+
+
+def images_for_prompts(split: DigitsData, prompts, forget: str) -> dict:
+    """Real images of each prompt, for the cards that train on images: the digit and the style the prompt names
+    (any digit or style where it names none). A prompt that does not name the forget concept gets no image of it
+    (the retain data of UnlearnCanvas-style unlearning: "a digit in plain style" while forgetting "three" shows
+    every digit but three), so retain images never teach the concept back."""
+    from .prompts import DIGITS, concept_axis
+
+    forget_digit = DIGITS.index(forget) if concept_axis(forget) == "object" else None
+    forget_style = STYLES.index(forget) if concept_axis(forget) == "style" else None
+    images = {}
+    for prompt in dict.fromkeys(prompts):
+        digit, style = prompt_concepts(prompt)
+        keep = torch.ones(len(split.digits), dtype=torch.bool)
+        if digit is not None:
+            keep &= split.digits == digit
+        elif forget_digit is not None:
+            keep &= split.digits != forget_digit
+        if style is not None:
+            keep &= split.styles == style
+        elif forget_style is not None:
+            keep &= split.styles != forget_style
+        images[prompt] = split.images[keep]
+    return images

@@ -34,7 +34,7 @@ from ...core.seeding import make_generator, resolve_device, seed_everything
 from ...t2i.diffusion import DiffusionComponents, EditedDiffusion, EraseRequest, SamplingSettings
 from .. import Evaluation, ForgetRequest, Testbed, UsageError
 from .config import MiniCanvasConfig, config_for
-from .data import load_data
+from .data import images_for_prompts, load_data
 from .metrics import evaluation_prompts, score
 from .model import (SD_RETAIN_PROMPTS, Judge, ModelLoadError, build_models, build_schedulers, decode_latents,
                     load_stable_diffusion, text_encoder_config, unet_config, NOISE_SCHEDULER_CONFIG)
@@ -148,8 +148,12 @@ class MiniCanvasTestbed(Testbed):
             return [ForgetRequest(forget, request, {"forget": forget, "anchor": anchor or ""})]
         concept = forget or DEFAULT_CONCEPT
         anchor = anchor or default_anchor(concept)
-        return [ForgetRequest(concept, build_erase_request(concept, anchor),
-                              {"forget": concept, "anchor": anchor, "axis": concept_axis(concept)})]
+        request = build_erase_request(concept, anchor)
+        # real training images of every prompt of the request (retain prompts: none of the concept), for the cards
+        # that train on images; cards that need none ignore them
+        prompts = request.forget_prompts + request.anchor_prompts + request.preserve_prompts
+        request.images = images_for_prompts(self.data["train"], prompts, concept)
+        return [ForgetRequest(concept, request, {"forget": concept, "anchor": anchor, "axis": concept_axis(concept)})]
 
     # -- the protocol ------------------------------------------------------------------------------------------
     def unlearn(self, card, config, request: ForgetRequest, seed: int) -> EditedDiffusion:
