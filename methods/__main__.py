@@ -3,7 +3,7 @@
     python -m methods list [--testbed T]
     python -m methods run CARD [--testbed T] [--seed N] [--scale ci|full] [--forget C] [--anchor A]
                                [--model PATH_OR_HUB_ID] [--device auto|cpu|cuda] [--set FIELD=VALUE ...] [--out DIR]
-    python -m methods matrix --testbed T [--seed N] [--scale ci|full]
+    python -m methods matrix --testbed T [--attack A ...] [--target CARD ...] [--seed N] [--scale ci|full]
 
 Examples:
     python -m methods run uce --testbed minicanvas --forget three --seed 0
@@ -11,6 +11,7 @@ Examples:
     python -m methods run esd --model CompVis/stable-diffusion-v1-4 --forget "Van Gogh" --device cuda
     python -m methods run npo --testbed miniprofiles --seed 0
     python -m methods matrix --testbed minicanvas
+    python -m methods matrix --testbed minicanvas --attack concept_inversion --target esd --target uce
 
 Every input is checked before anything is loaded or trained; bad input prints one `error: ...` line naming the
 argument and the fix, and exits with 2.
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--seed", type=_seed, default=0)
     matrix.add_argument("--scale", default="ci")
     matrix.add_argument("--device", default="auto")
+    matrix.add_argument("--attack", action="append", default=None, help="only this attack card (repeatable)")
+    matrix.add_argument("--target", action="append", default=None,
+                        help="only this unlearn card as a target (repeatable; the unedited base model always runs)")
     matrix.add_argument("--out", default=None, help="output folder (default: results/<testbed>/matrix)")
     return parser
 
@@ -121,7 +125,8 @@ def main(argv=None) -> int:
         else:
             from .matrix import plan_matrix
 
-            plan = plan_matrix(args.testbed, seed=args.seed, scale=args.scale, device=args.device, out=args.out)
+            plan = plan_matrix(args.testbed, seed=args.seed, scale=args.scale, device=args.device, out=args.out,
+                               attacks=args.attack, targets=args.target)
     except (UsageError, RegistryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

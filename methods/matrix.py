@@ -37,8 +37,10 @@ class MatrixPlan:
     out: Path
 
 
-def plan_matrix(testbed: str, *, seed: int = 0, scale: str = "ci", device: str = "auto", out=None) -> MatrixPlan:
-    """Check the arguments and every card's config before anything loads."""
+def plan_matrix(testbed: str, *, seed: int = 0, scale: str = "ci", device: str = "auto", out=None,
+                attacks: Optional[list] = None, targets: Optional[list] = None) -> MatrixPlan:
+    """Check the arguments and every card's config before anything loads. `attacks` / `targets` restrict the
+    matrix to some attack cards (a column each) / some unlearn cards (a row each; "base" is always included)."""
     registry = load_registry()
     try:
         spec = registry.testbed(testbed)
@@ -46,11 +48,19 @@ def plan_matrix(testbed: str, *, seed: int = 0, scale: str = "ci", device: str =
         raise UsageError(str(error)) from None
     seed = check_seed(seed)
     testbed_class(spec).check_arguments(scale, None, None, None)
+    chosen = {}
+    for kind, names in (("attack", attacks), ("unlearn", targets)):
+        available = [card.name for card in registry.cards_on(testbed, kind)]
+        unknown = [name for name in names or () if name not in available and not (kind == "unlearn" and name == BASE)]
+        if unknown:
+            raise UsageError(f"{', '.join(unknown)}: not {'an attack' if kind == 'attack' else 'an unlearn'} card on "
+                             f"{testbed}; choose from {', '.join(available)}")
+        chosen[kind] = [name for name in available if names is None or name in names]
     try:
-        attacks = [plan_run(card.name, testbed, seed=seed, scale=scale, device=device, registry=registry)
-                   for card in registry.cards_on(testbed, "attack")]
-        targets = [plan_run(card.name, testbed, seed=seed, scale=scale, device=device, registry=registry)
-                   for card in registry.cards_on(testbed, "unlearn")]
+        attacks = [plan_run(name, testbed, seed=seed, scale=scale, device=device, registry=registry)
+                   for name in chosen["attack"]]
+        targets = [plan_run(name, testbed, seed=seed, scale=scale, device=device, registry=registry)
+                   for name in chosen["unlearn"]]
     except ConfigError as error:
         raise UsageError(str(error)) from None
     out_path = check_out(Path(out)) if out is not None else RESULTS_ROOT / testbed / "matrix"
@@ -77,14 +87,26 @@ def run_matrix(plan: MatrixPlan, log: Callable[[str], None] = print) -> list:
 
 
 def run_attack(testbed, attack: Plan, edited, request, target: str) -> dict:
+    """One cell: the attack against one target, scored by the testbed on its sampling seeds (mean and spread)."""
+    from .core.seeding import seed_everything
+
+    seed_everything(attack.seed)
     start = time.perf_counter()
     rss_before = peak_rss_mb()
     result = attack.card.load_entry()(edited, request.payload, attack.config, attack.seed, testbed)
     method_s = time.perf_counter() - start
-    evaluation = testbed.score_attack(result, edited, request, attack.seed)
-    run = RequestRun(request, result, evaluation, {}, method_s, peak_rss_mb() - rss_before)
-    record = build_record(attack, testbed, [run], method_s)
-    record["details"] = {"target": target, **evaluation.details}
+    memory = peak_rss_mb() - rss_before
+    scored = testbed.score_attack(result, edited, request, attack.seed)
+    runs = [RequestRun(request, result, evaluation, references, method_s, memory) for evaluation, references in scored]
+    record = build_record(attack, testbed, runs, time.perf_counter() - start, target=target)
+    record["timings"]["method_s"] = {"mean": method_s, "std": None, "n": 1}  # the attack ran once
+    record["details"] = {
+        "target": target,
+        "per_seed": {"ASR": [run.evaluation.metrics["ASR"] for run in runs],
+                     "pre_attack_ASR": [run.references["pre_attack"].metrics["ASR"] for run in runs]},
+        "prompts": result.prompts,
+        "attack": result.info,
+    }
     return record
 
 

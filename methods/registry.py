@@ -63,6 +63,16 @@ class ReferenceSpec:
 
 
 @dataclass(frozen=True)
+class AttackMetrics:
+    """How a testbed scores attack cards (its `attacks:` block): their metrics, their references (the pre-attack
+    value), and the metric the robustness matrix shows in its cells."""
+
+    metrics: tuple  # MetricSpec
+    references: tuple  # ReferenceSpec
+    cell: str  # metric key of the matrix cells (e.g. post-attack ASR)
+
+
+@dataclass(frozen=True)
 class TestbedSpec:
     __test__ = False  # not a pytest test class
 
@@ -82,13 +92,21 @@ class TestbedSpec:
     smoke: dict = field(default_factory=dict)  # config fields of the contract tests' tiny testbed
     media: Optional[str] = None  # "audio" or "image": a run also writes media files beside metrics.json (listed in
     # its record's `media`), which the card page embeds (players for audio)
+    attacks: Optional[AttackMetrics] = None  # testbeds that run attack cards
     source: Path = field(compare=False, default=Path("."))
 
     def metric(self, key: str) -> MetricSpec:
-        for metric in self.metrics:
+        for metric in self.metrics + (self.attacks.metrics if self.attacks else ()):
             if metric.key == key:
                 return metric
         raise KeyError(key)
+
+    def metrics_for(self, kind: str) -> tuple:
+        """The metrics of a card kind's results ("unlearn": the testbed's metrics; "attack": its attack metrics)."""
+        return self.metrics if kind == "unlearn" else (self.attacks.metrics if self.attacks else ())
+
+    def references_for(self, kind: str) -> tuple:
+        return self.references if kind == "unlearn" else (self.attacks.references if self.attacks else ())
 
     def load_class(self):
         return _import(self.entry, self.source, "entry")
@@ -108,9 +126,12 @@ class Condition:
     card: Optional[str] = None
     offset: float = 0.0
     factor: float = 1.0
+    target: Optional[str] = None  # attack cards: the robustness-matrix target it holds on ("base" or an unlearn card)
 
     def text(self, labels: dict) -> str:
         label = labels.get(self.metric, self.metric)
+        if self.target is not None:
+            return f"{Condition(**{**self.__dict__, 'target': None}).text(labels)} against {self.target}"
         if self.value is not None:
             return f"{label} {OPERATORS[self.op]} {self.value:g}"
         other = self.reference or f"{self.card}'s"
@@ -150,8 +171,14 @@ class Bar:
     def text(self, labels: dict) -> str:
         return ", ".join(condition.text(labels) for condition in self.conditions)
 
+    def on_target(self, target: str) -> "Bar":
+        """An attack card's bar restricted to the conditions on one matrix target."""
+        return Bar(tuple(c for c in self.conditions if c.target == target), self.note, self.known_miss)
+
     def check(self, metrics: dict, references: dict, cards: Callable[[str], Optional[dict]] = lambda _: None):
-        """True / False, or None when the results lack what a condition needs."""
+        """True / False, or None when the results lack what a condition needs (or it has no condition)."""
+        if not self.conditions:
+            return None
         verdicts = [condition.evaluate(metrics, references, cards) for condition in self.conditions]
         if any(verdict is False for verdict in verdicts):
             return False
@@ -291,16 +318,8 @@ def load_testbed(path: Path) -> TestbedSpec:
     name = read.get(data, "name", "")
     if not NAME.match(name) or name != path.parent.name:
         read.fail("name", f"must match {NAME.pattern} and equal the package folder {path.parent.name!r}")
-    metrics = []
-    for index, item in enumerate(read.get(data, "metrics", "", list)):
-        where = f"metrics.{index}"
-        item = read.mapping(item, where)
-        metrics.append(MetricSpec(read.get(item, "key", where), read.get(item, "label", where),
-                                  read.get(item, "better", where, choices=("higher", "lower")),
-                                  read.get(item, "meaning", where), read.get(item, "digits", where, int, 3)))
+    metrics = _metric_specs(read, data, "")
     keys = [metric.key for metric in metrics]
-    if len(set(keys)) != len(keys):
-        read.fail("metrics", "metric keys must be unique")
 
     def metric_list(key: str) -> tuple:
         values = tuple(read.get(data, key, "", list))
@@ -309,12 +328,15 @@ def load_testbed(path: Path) -> TestbedSpec:
                 read.fail(key, f"{value!r} is not a declared metric ({', '.join(keys)})")
         return values
 
-    references = []
-    for index, item in enumerate(read.get(data, "references", "", list, [])):
-        where = f"references.{index}"
-        item = read.mapping(item, where)
-        references.append(ReferenceSpec(read.get(item, "key", where), read.get(item, "label", where),
-                                        read.get(item, "meaning", where, str, "")))
+    references = _reference_specs(read, data, "")
+    attacks = None
+    if data.get("attacks") is not None:
+        block = read.mapping(data["attacks"], "attacks")
+        attack_metrics = _metric_specs(read, block, "attacks.")
+        cell = read.get(block, "cell", "attacks")
+        if cell not in [metric.key for metric in attack_metrics]:
+            read.fail("attacks.cell", f"{cell!r} is not a declared attack metric")
+        attacks = AttackMetrics(tuple(attack_metrics), tuple(_reference_specs(read, block, "attacks.")), cell)
     plot = data.get("plot")
     if plot is not None:
         plot = read.mapping(plot, "plot")
@@ -332,27 +354,59 @@ def load_testbed(path: Path) -> TestbedSpec:
         metrics=tuple(metrics), leaderboard=metric_list("leaderboard"), index=metric_list("index"),
         references=tuple(references), figure=read.get(data, "figure", "", str, None), plot=plot,
         smoke=read.mapping(data.get("smoke") or {}, "smoke"),
-        media=read.get(data, "media", "", str, None, MEDIA), source=path)
+        media=read.get(data, "media", "", str, None, MEDIA), attacks=attacks, source=path)
 
 
-def _bar(read: _Reader, data, where: str, testbed: TestbedSpec) -> Optional[Bar]:
+def _metric_specs(read: _Reader, data: dict, prefix: str) -> list:
+    metrics = []
+    for index, item in enumerate(read.get(data, "metrics", prefix.rstrip("."), list)):
+        where = f"{prefix}metrics.{index}"
+        item = read.mapping(item, where)
+        metrics.append(MetricSpec(read.get(item, "key", where), read.get(item, "label", where),
+                                  read.get(item, "better", where, choices=("higher", "lower")),
+                                  read.get(item, "meaning", where), read.get(item, "digits", where, int, 3)))
+    keys = [metric.key for metric in metrics]
+    if len(set(keys)) != len(keys):
+        read.fail(f"{prefix}metrics", "metric keys must be unique")
+    return metrics
+
+
+def _reference_specs(read: _Reader, data: dict, prefix: str) -> list:
+    references = []
+    for index, item in enumerate(read.get(data, "references", prefix.rstrip("."), list, [])):
+        where = f"{prefix}references.{index}"
+        item = read.mapping(item, where)
+        references.append(ReferenceSpec(read.get(item, "key", where), read.get(item, "label", where),
+                                        read.get(item, "meaning", where, str, "")))
+    return references
+
+
+def _bar(read: _Reader, data, where: str, testbed: TestbedSpec, kind: str) -> Optional[Bar]:
     if data is None:
         return None
     data = read.mapping(data, where)
     conditions = []
-    references = {reference.key for reference in testbed.references}
+    if kind == "attack" and testbed.attacks is None:
+        read.fail(where, f"{testbed.name} declares no `attacks:` block, so it cannot score attack cards")
+    metric_keys = {m.key for m in testbed.metrics_for(kind)}
+    references = {reference.key for reference in testbed.references_for(kind)}
     for index, item in enumerate(read.get(data, "all", where, list)):
         at = f"{where}.all.{index}"
         item = read.mapping(item, at)
         metric = read.get(item, "metric", at)
-        if metric not in {m.key for m in testbed.metrics}:
-            read.fail(f"{at}.metric", f"{metric!r} is not a metric of {testbed.name}")
+        if metric not in metric_keys:
+            read.fail(f"{at}.metric", f"{metric!r} is not a{'n attack' if kind == 'attack' else ''} metric of "
+                                      f"{testbed.name} ({', '.join(sorted(metric_keys))})")
         condition = Condition(metric=metric, op=read.get(item, "op", at, choices=tuple(OPERATORS)),
                               value=read.get(item, "value", at, float, None),
                               reference=read.get(item, "reference", at, str, None),
                               card=read.get(item, "card", at, str, None),
                               offset=read.get(item, "offset", at, float, 0.0),
-                              factor=read.get(item, "factor", at, float, 1.0))
+                              factor=read.get(item, "factor", at, float, 1.0),
+                              target=read.get(item, "target", at, str, None))
+        if (condition.target is not None) != (kind == "attack"):
+            read.fail(f"{at}.target", "an attack card's condition names the matrix target it holds on (an unlearn "
+                                      "card or `base`); an unlearn card's conditions name none")
         if sum(x is not None for x in (condition.value, condition.reference, condition.card)) != 1:
             read.fail(at, "give exactly one of value, reference or card")
         if condition.reference is not None and condition.reference not in references:
@@ -392,7 +446,7 @@ def load_cards(path: Path, testbeds: dict) -> dict:
                     read.fail(f"{at}.adaptations.{key}", "needs a value")
                 adaptations[key] = Adaptation(value["value"], " ".join(read.get(value, "why", f"{at}.adaptations.{key}").split()))
             on[testbed_name] = CardTestbed(adaptations, read.mapping(settings.get("smoke") or {}, f"{at}.smoke"),
-                                           _bar(read, settings.get("bar"), f"{at}.bar", testbed),
+                                           _bar(read, settings.get("bar"), f"{at}.bar", testbed, kind),
                                            read.get(settings, "forget", at, str, None))
         claim = item.get("claim")
         if claim is not None:
@@ -417,6 +471,14 @@ def load_cards(path: Path, testbeds: dict) -> dict:
             edits=read.get(item, "edits", where, str, None, EDITS) if kind == "unlearn" else None, source=path)
         if kind == "unlearn" and cards[name].edits is None:
             read.fail(f"{where}.edits", f"an unlearn card says what it edits: one of {', '.join(EDITS)}")
+    for name, card in cards.items():  # an attack's bar holds on matrix targets: "base" or an unlearn card there
+        for testbed_name, on in card.testbeds.items():
+            targets = {"base"} | {other.name for other in cards.values()
+                                  if other.kind == "unlearn" and testbed_name in other.testbeds}
+            for index, condition in enumerate(on.bar.conditions if on.bar else ()):
+                if condition.target is not None and condition.target not in targets:
+                    read.fail(f"cards.{name}.testbeds.{testbed_name}.bar.all.{index}.target",
+                              f"{condition.target!r} is neither `base` nor an unlearn card on {testbed_name}")
     return cards
 
 

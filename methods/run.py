@@ -173,15 +173,20 @@ def execute(plan: Plan, out: Optional[Path], log: Callable[[str], None], testbed
     return record
 
 
-def build_record(plan: Plan, testbed, runs: list, total_s: float) -> dict:
-    spec = plan.testbed_spec
-    keys = [metric.key for metric in spec.metrics]
+def build_record(plan: Plan, testbed, runs: list, total_s: float, target: Optional[str] = None) -> dict:
+    """The results record of a run (an attack's: of one robustness-matrix cell, against `target`)."""
+    spec, kind = plan.testbed_spec, plan.card.kind
+    keys = [metric.key for metric in spec.metrics_for(kind)]
     metrics = {key: stat(run.evaluation.metrics.get(key) for run in runs) for key in keys}
     references = {ref.key: {key: stat(run.references[ref.key].metrics.get(key) for run in runs
                                       if ref.key in run.references) for key in keys}
-                  for ref in spec.references if any(ref.key in run.references for run in runs)}
+                  for ref in spec.references_for(kind) if any(ref.key in run.references for run in runs)}
+    references = {ref: {key: value for key, value in values.items() if value is not None}
+                  for ref, values in references.items()} if kind == "attack" else references
     bar = plan.card.testbeds[spec.name].bar
-    labels = {metric.key: metric.label for metric in spec.metrics}
+    if bar is not None and target is not None:
+        bar = bar.on_target(target)
+    labels = {metric.key: metric.label for metric in spec.metrics_for(kind)}
     verdict = bar.check(metrics, references, lambda other: sibling_metrics(other, spec.name)) if bar else None
     config_class = type(plan.config)
     return json_ready({
@@ -210,7 +215,7 @@ def build_record(plan: Plan, testbed, runs: list, total_s: float) -> dict:
         "timings": {"method_s": stat(run.method_s for run in runs), "total_s": stat([total_s])},
         "memory": {"peak_rss_mb": peak_rss_mb(), "measure": MEMORY_MEASURE,
                    "method_peak_rss_increase_mb": max(run.memory_increase_mb for run in runs)},
-        "details": testbed.details_record(runs),
+        "details": testbed.details_record(runs) if kind == "unlearn" else {},  # an attack's: set by the matrix
         "figure": spec.figure,
     })
 

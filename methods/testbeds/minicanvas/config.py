@@ -33,6 +33,8 @@ class MiniCanvasConfig:
     p_drop_all: float = 0.1  # "" -> unconditional branch for CFG
     p_drop_object: float = 0.1  # "a digit in S style"
     p_drop_style: float = 0.1  # "a digit three"
+    p_alias: float = 0.3  # each concept word of a caption is replaced by one of its aliases (prompts.ALIASES)
+    p_filler: float = 0.1  # a filler word in front of a caption (prompts.FILLERS)
     # sampler (see module docstring for why these values)
     sample_steps: int = 10
     guidance_scale: float = 2.0
@@ -42,10 +44,14 @@ class MiniCanvasConfig:
     judge_noise_std: float = 0.1
     # evaluation
     samples_per_prompt: int = 20
+    # attacks: pre- and post-attack ASR over this many sampling seeds, this many samples per seed each
+    attack_seeds: int = 3
+    attack_samples: int = 40
 
     def model_key(self) -> dict:
         """Fields that change the trained diffusion model (and the data it sees)."""
-        skip = {"scale", "judge_epochs", "judge_noise_std", "samples_per_prompt", "sample_steps", "guidance_scale", "eta"}
+        skip = {"scale", "judge_epochs", "judge_noise_std", "samples_per_prompt", "sample_steps", "guidance_scale", "eta",
+                "attack_seeds", "attack_samples"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def judge_key(self) -> dict:

@@ -1,5 +1,11 @@
-"""MiniCanvas' prompts: the 22-word vocabulary, the prompt templates, the word-level tokenizer, and the erase
-request for one concept (a digit or a style)."""
+"""MiniCanvas' prompts: the 22-word core vocabulary and the aliases of every concept, the prompt templates, the
+word-level tokenizer, and the erase request for one concept (a digit or a style).
+
+Aliases: real prompts reach a concept through numerals, misspellings, synonyms and other languages, and that is how
+erased concepts come back (Pham et al., 2024; Zhang et al., 2024, UnlearnDiffAtk). With only the 22 core words a
+discrete attack has nowhere to search, so the base model also learns three aliases per concept (a numeral or a
+synonym, a misspelling, a foreign word) on a fraction of its captions, plus a few filler words that mean nothing.
+Erase requests and the UnlearnCanvas metrics use the core words only, as an eraser that is told "three" would be."""
 
 from __future__ import annotations
 
@@ -16,10 +22,39 @@ STYLES = ("plain", "inverted", "thick", "rotated")
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
-VOCAB = SPECIAL_TOKENS + ("a", "digit", "in", "style") + DIGITS + STYLES
+# The UnlearnCanvas-style vocabulary (MiniCLIP keeps exactly this one).
+CORE_VOCAB = SPECIAL_TOKENS + ("a", "digit", "in", "style") + DIGITS + STYLES
 
 
-MAX_PROMPT_TOKENS = 8  # "<bos> a digit three in plain style <eos>"
+CORE_MAX_TOKENS = 8  # "<bos> a digit three in plain style <eos>"
+
+
+# concept -> (numeral or synonym, misspelling, foreign word); every alias is one word of its own
+ALIASES = {
+    "zero": ("0", "zer0", "null"), "one": ("1", "onne", "uno"), "two": ("2", "twoo", "deux"),
+    "three": ("3", "thre", "trois"), "four": ("4", "fuor", "quatre"), "five": ("5", "fiv", "cinq"),
+    "six": ("6", "sixx", "seis"), "seven": ("7", "sevn", "sept"), "eight": ("8", "eigth", "huit"),
+    "nine": ("9", "nien", "neuf"),
+    "plain": ("simple", "plian", "normal"), "inverted": ("negative", "invertd", "umgekehrt"),
+    "thick": ("bold", "thik", "grueso"), "rotated": ("turned", "rotatd", "gedreht"),
+}
+
+
+# words that name nothing: the base model sees them on some captions and learns to ignore them
+FILLERS = ("the", "of", "image", "picture", "drawing", "number", "small", "nice", "with", "art")
+
+
+VOCAB = CORE_VOCAB + tuple(alias for concept in DIGITS + STYLES for alias in ALIASES[concept]) + FILLERS
+
+
+MAX_PROMPT_TOKENS = 12  # room for an attack's prefix tokens before "a digit three in plain style"
+
+
+def concept_of(word: str) -> Optional[str]:
+    """The core concept a word names (itself for a core concept word, the concept for an alias), else None."""
+    if word in DIGITS or word in STYLES:
+        return word
+    return next((concept for concept, aliases in ALIASES.items() if word in aliases), None)
 
 
 def full_prompt(digit: str, style: str) -> str:
@@ -88,12 +123,12 @@ def build_erase_request(concept: str, anchor: Optional[str] = None) -> EraseRequ
     return EraseRequest(forget, neutral, anchors, preserve, concept_prompt)
 
 
-def build_tokenizer():
+def build_tokenizer(vocabulary: tuple = VOCAB, max_length: int = MAX_PROMPT_TOKENS):
     """A real `PreTrainedTokenizerFast` with a word-level model, built offline with the `tokenizers` library."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {word: index for index, word in enumerate(VOCAB)}
+    vocab = {word: index for index, word in enumerate(vocabulary)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.post_processor = processors.TemplateProcessing(
@@ -105,5 +140,5 @@ def build_tokenizer():
         bos_token="<bos>",
         eos_token="<eos>",
         unk_token="<unk>",
-        model_max_length=MAX_PROMPT_TOKENS,
+        model_max_length=max_length,
     )

@@ -182,6 +182,46 @@ class MiniCanvasTestbed(Testbed):
         details.update(sampling_time_s=sampling_time, n_samples=len(prompts))
         return Evaluation(metrics, details, {"images": images, "prompts": prompts})
 
+    # -- attacks -----------------------------------------------------------------------------------------------
+    def score_attack(self, result, edited: EditedDiffusion, request: ForgetRequest, seed: int) -> list:
+        """Pre- and post-attack ASR as UnlearnDiffAtk reports them, on `attack_seeds` sampling seeds: one
+        (post-attack Evaluation, {"pre_attack": Evaluation}) pair per seed. Pre-attack samples come from the
+        concept's forget prompts, post-attack ones from the attack's prompts (or embeddings), both cycled to
+        `attack_samples` and drawn with the same noise; a sample succeeds when the judge reads the erased concept."""
+        if not self.uses_own_model:
+            raise UsageError("attacks are scored by the MiniCanvas judge: run the matrix on the testbed's own model")
+        n, concept = self.config.attack_samples, request.describe["forget"]
+        scored = []
+        for k in range(self.config.attack_seeds):
+            noise_seed = EVAL_SEED_OFFSET + seed + k
+            pre = self._pre_attack_rate(edited, request, noise_seed)
+            if result.prompts is not None:
+                images = edited.sample(_cycled(result.prompts, n), make_generator(noise_seed))
+            else:
+                rows = torch.arange(n) % len(result.embeddings)
+                images = edited.sample_embeddings(result.embeddings[rows].to(self.device), make_generator(noise_seed))
+            post = self._concept_rate(images, concept)
+            scored.append((Evaluation({"ASR": post, "queries": result.queries}, {}, {"images": images}),
+                           {"pre_attack": Evaluation({"ASR": pre})}))
+        return scored
+
+    def _pre_attack_rate(self, edited: EditedDiffusion, request: ForgetRequest, noise_seed: int) -> float:
+        """The pre-attack ASR of a target, computed once per process (every attack on it shares it)."""
+        memo = self.__dict__.setdefault("_pre_attack", {})
+        key = (id(edited), request.label, noise_seed)
+        if key not in memo or memo[key][0] is not edited:
+            prompts = _cycled(request.payload.forget_prompts, self.config.attack_samples)
+            images = edited.sample(prompts, make_generator(noise_seed))
+            memo[key] = (edited, self._concept_rate(images, request.describe["forget"]))
+        return memo[key][1]
+
+    def _concept_rate(self, images: torch.Tensor, concept: str) -> float:
+        """Share of `images` the judge reads as `concept` (its digit head for a digit, its style head for a style)."""
+        digits, styles, _ = self.judge.predict(images.float().cpu().clamp(-1, 1))
+        if concept_axis(concept) == "object":
+            return float((digits == DIGITS.index(concept)).float().mean())
+        return float((styles == STYLES.index(concept)).float().mean())
+
     def real_features(self) -> torch.Tensor:
         if self._real_features is None:
             self._real_features = self.judge.predict(self.data["test"].images)[2]
@@ -266,6 +306,11 @@ class MiniCanvasTestbed(Testbed):
                 module.load_state_dict(state)
             modules[name] = module
         return EditedDiffusion(dataclasses.replace(self.components, **modules), info)
+
+
+def _cycled(prompts: list, n: int) -> list:
+    """`n` prompts taking `prompts` in turn."""
+    return [prompts[i % len(prompts)] for i in range(n)]
 
 
 def request_word(request: ForgetRequest) -> str:

@@ -15,17 +15,34 @@ from ...core.seeding import make_generator, seed_everything
 from ...t2i.diffusion import tokenize
 from .config import MiniCanvasConfig
 from .model import Judge, build_models, build_schedulers, text_encoder_config, unet_config
-from .prompts import DIGITS, MAX_PROMPT_TOKENS, STYLES, build_tokenizer, full_prompt, object_only_prompt, style_only_prompt
+from .prompts import ALIASES, DIGITS, FILLERS, STYLES, build_tokenizer, full_prompt, object_only_prompt, style_only_prompt
 
 
-def _prompt_table(tokenizer) -> torch.Tensor:
-    """Token ids for every (digit, style, variant): variants = full, object dropped, style dropped, empty."""
-    table = torch.zeros(len(DIGITS), len(STYLES), 4, MAX_PROMPT_TOKENS, dtype=torch.long)
-    for d, digit in enumerate(DIGITS):
-        for s, style in enumerate(STYLES):
-            variants = [full_prompt(digit, style), style_only_prompt(style), object_only_prompt(digit), ""]
-            table[d, s] = tokenize(tokenizer, variants)
-    return table
+def training_captions(digits: torch.Tensor, styles: torch.Tensor, cfg: MiniCanvasConfig,
+                      generator: torch.Generator) -> list:
+    """One caption per image: the prompt variant (full; object dropped; style dropped; "" for CFG), each concept word
+    replaced by one of its three aliases with probability `p_alias`, and a filler word in front with `p_filler`."""
+    n = len(digits)
+    variant_probs = torch.tensor(
+        [1 - cfg.p_drop_all - cfg.p_drop_object - cfg.p_drop_style, cfg.p_drop_object, cfg.p_drop_style, cfg.p_drop_all]
+    )
+    variants = torch.multinomial(variant_probs, n, replacement=True, generator=generator).tolist()
+    use_alias = (torch.rand(n, 2, generator=generator) < cfg.p_alias).tolist()
+    alias_index = torch.randint(0, 3, (n, 2), generator=generator).tolist()
+    use_filler = (torch.rand(n, generator=generator) < cfg.p_filler).tolist()
+    filler_index = torch.randint(0, len(FILLERS), (n,), generator=generator).tolist()
+
+    def word(concept: str, row: int, column: int) -> str:
+        return ALIASES[concept][alias_index[row][column]] if use_alias[row][column] else concept
+
+    captions = []
+    for row, (d, s, variant) in enumerate(zip(digits.tolist(), styles.tolist(), variants)):
+        digit, style = word(DIGITS[d], row, 0), word(STYLES[s], row, 1)
+        text = [full_prompt(digit, style), style_only_prompt(style), object_only_prompt(digit), ""][variant]
+        if text and use_filler[row]:
+            text = f"{FILLERS[filler_index[row]]} {text}"
+        captions.append(text)
+    return captions
 
 
 def _cosine_with_warmup(step: int, warmup: int, total: int) -> float:
@@ -39,14 +56,14 @@ def train_base_model(cfg: MiniCanvasConfig, data: dict, log: Callable[[str], Non
     """Train text encoder + UNet jointly with the DDPM loss; return EMA state dicts and training stats.
 
     Prompt dropout: 10% "" (CFG's unconditional branch), 10% object dropped
-    ("a digit in S style"), 10% style dropped ("a digit three"), 70% the full prompt.
+    ("a digit in S style"), 10% style dropped ("a digit three"), 70% the full prompt; aliases and fillers as in
+    `training_captions`.
     """
     torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     text_encoder, unet = build_models(text_encoder_config(cfg), unet_config(cfg))
     ddpm, _ = build_schedulers()
     tokenizer = build_tokenizer()
-    table = _prompt_table(tokenizer)
     generator = make_generator(cfg.seed + 1)  # training stream, independent from the judge's
 
     train = data["train"]
@@ -56,17 +73,14 @@ def train_base_model(cfg: MiniCanvasConfig, data: dict, log: Callable[[str], Non
         optimizer, lambda step: _cosine_with_warmup(step, cfg.warmup_steps, cfg.train_steps)
     )
     ema_params = [p.detach().clone() for p in params]
-    variant_probs = torch.tensor(
-        [1 - cfg.p_drop_all - cfg.p_drop_object - cfg.p_drop_style, cfg.p_drop_object, cfg.p_drop_style, cfg.p_drop_all]
-    )
 
     unet.train()
     text_encoder.train()
     start, losses = time.perf_counter(), []
     for step in range(cfg.train_steps):
         index = torch.randint(len(train.images), (cfg.batch_size,), generator=generator)
-        variant = torch.multinomial(variant_probs, cfg.batch_size, replacement=True, generator=generator)
-        input_ids = table[train.digits[index], train.styles[index], variant]
+        captions = training_captions(train.digits[index], train.styles[index], cfg, generator)
+        input_ids = tokenize(tokenizer, captions)
         clean = train.images[index]
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, ddpm.config.num_train_timesteps, (cfg.batch_size,), generator=generator)

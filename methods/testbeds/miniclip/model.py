@@ -11,7 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..minicanvas.prompts import DIGITS, MAX_PROMPT_TOKENS, STYLES, VOCAB, object_only_prompt, style_only_prompt
+from ..minicanvas.prompts import CORE_MAX_TOKENS as MAX_PROMPT_TOKENS  # MiniCLIP keeps the 22-word vocabulary
+from ..minicanvas.prompts import CORE_VOCAB as VOCAB
+from ..minicanvas.prompts import DIGITS, STYLES, object_only_prompt, style_only_prompt
 from ..minicanvas.prompts import build_tokenizer as build_minicanvas_tokenizer
 from .config import MiniCLIPConfig
 from .data import CAPTIONS
@@ -29,7 +31,7 @@ def build_tokenizer():
     "take the argmax id" pooling; with `<eot>` last and highest both pooling rules pick the same position)."""
     from tokenizers import processors
 
-    tokenizer = build_minicanvas_tokenizer()
+    tokenizer = build_minicanvas_tokenizer(VOCAB, MAX_PROMPT_TOKENS)
     tokenizer.add_special_tokens({"eos_token": EOT})
     bos, eot = tokenizer.convert_tokens_to_ids("<bos>"), tokenizer.convert_tokens_to_ids(EOT)
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
