@@ -67,12 +67,13 @@ def plan_matrix(testbed: str, *, seed: int = 0, scale: str = "ci", device: str =
     return MatrixPlan(spec, attacks, targets, seed, scale, device, out_path)
 
 
-def run_matrix(plan: MatrixPlan, log: Callable[[str], None] = print) -> list:
-    """Run every (attack, target) pair; returns the paths written."""
+def run_matrix(plan: MatrixPlan, log: Callable[[str], None] = print, testbed_overrides: Optional[dict] = None) -> list:
+    """Run every (attack, target) pair; returns the paths written. `testbed_overrides` replace testbed config
+    fields (the contract tests' smoke testbed)."""
     if not plan.attacks:
         log(f"no attack card runs on {plan.testbed_spec.name} yet: nothing to do")
         return []
-    testbed = testbed_class(plan.testbed_spec).load(plan.scale, plan.device, None, log)
+    testbed = testbed_class(plan.testbed_spec).load(plan.scale, plan.device, None, log, **(testbed_overrides or {}))
     written = []
     for target in [None, *plan.targets]:
         name = BASE if target is None else target.card.name

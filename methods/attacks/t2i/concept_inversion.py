@@ -112,9 +112,7 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
         noise = torch.randn(clean.shape, generator=generator).to(clean)
         timesteps = torch.randint(0, train_scheduler.config.num_train_timesteps, (config.batch_size,),
                                   generator=generator).to(components.device)
-        noisy = train_scheduler.add_noise(clean, noise, timesteps)
-        prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(input_ids[index])[0]).sample
-        loss = F.mse_loss(prediction.float(), noise.float())
+        loss = denoising_loss(unet, text_encoder, train_scheduler, clean, noise, timesteps, input_ids[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -138,6 +136,14 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
               "initializer_norm": float(original[initializer].norm()), "learned_embedding": learned.tolist(),
               "wall_time_s": time.perf_counter() - start},
     )
+
+
+def denoising_loss(unet, text_encoder, scheduler, clean, noise, timesteps, input_ids) -> torch.Tensor:
+    """The textual-inversion objective (diffusers' textual_inversion.py, as the official script): the plain MSE
+    between the noise and the attacked UNet's epsilon prediction on the noised image, conditioned on the prompt."""
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(input_ids)[0]).sample
+    return F.mse_loss(prediction.float(), noise.float(), reduction="mean")
 
 
 def testbed_noise_scheduler(components):
