@@ -52,7 +52,7 @@ def test_concept_inversion_learns_only_the_new_token_row(components, request_thr
     assert all(torch.equal(before[k], v) for k, v in components.text_encoder.state_dict().items())
     # the learned row moved away from its initializer ("number"), the output is the encoding of the prompts with
     # the token: every other row is the original one, so the same prompts re-encoded with the learned row match
-    learned = torch.tensor(output.info["learned_embedding"])
+    learned = torch.tensor(output.info["learned_embeddings"])[0]
     vocab = components.tokenizer.get_vocab()
     initial = components.text_encoder.get_input_embeddings().weight[vocab["number"]]
     assert not torch.allclose(learned, initial)
@@ -97,7 +97,7 @@ def test_concept_inversion_same_seed_same_token(components, request_three):
     request = with_images(request_three)
     a = ci.attack(EditedDiffusion(components), request, config, 1, TinyTestbed(components))
     b = ci.attack(EditedDiffusion(components), request, config, 1, TinyTestbed(components))
-    assert a.info["learned_embedding"] == b.info["learned_embedding"]
+    assert a.info["learned_embeddings"] == b.info["learned_embeddings"]
 
 
 def test_concept_inversion_rejects_an_unknown_initializer(components, request_three):
