@@ -41,6 +41,7 @@ from ...core.config import check_config
 from ...core.seeding import make_generator
 from ...t2i.diffusion import EditedDiffusion, EraseRequest, frozen_copy, sample_cfg, tokenize
 from . import AttackOutput
+from .hard_prompts import concept_word
 
 PLACEHOLDER = "<concept>"
 
@@ -92,7 +93,7 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
 
     # the training pairs: (prompt with the token, image of the concept)
     concept = request.concept_prompt
-    word = _concept_word(request)
+    word = concept_word(request)
     prompts, images = [], []
     for prompt in request.forget_prompts:
         shown = request.images.get(prompt) if config.images_from == "real" else None
@@ -160,15 +161,6 @@ def _copy_tokenizer(tokenizer):
     import copy
 
     return copy.deepcopy(tokenizer)
-
-
-def _concept_word(request: EraseRequest) -> str:
-    """The word the forget prompts share with the concept prompt and the neutral prompts lack."""
-    for word in request.concept_prompt.split():
-        if all(word in prompt.split() for prompt in request.forget_prompts) and not any(
-                word in prompt.split() for prompt in request.neutral_prompts):
-            return word
-    return request.concept_prompt  # a free-text concept (Stable Diffusion): the whole phrase
 
 
 def _replace_word(prompt: str, word: str, token: str) -> str:

@@ -193,7 +193,7 @@ def _features(testbed, images: torch.Tensor) -> torch.Tensor:
 
 def _best_sample(testbed, images: torch.Tensor, concept: str) -> int:
     """The sample to imitate: the first one the testbed's judge reads as the concept (0 if none, or no judge)."""
-    rate = getattr(testbed, "_concept_rate", None)
+    rate = getattr(testbed, "concept_rate", None)
     if rate is None or getattr(testbed, "judge", None) is None:
         return 0
     return next((i for i in range(len(images)) if rate(images[i:i + 1], concept) > 0.5), 0)

@@ -199,7 +199,7 @@ def sample_one_hot(probabilities: torch.Tensor, generator: torch.Generator) -> t
 def _first_accepted(testbed, images: torch.Tensor, concept: str) -> int:
     """Index of the first image the testbed's judge reads as the concept (0 if none is, or without a judge): the
     official dataset keeps only the (prompt, seed) pairs whose original image the classifier accepts."""
-    rate = getattr(testbed, "_concept_rate", None)
+    rate = getattr(testbed, "concept_rate", None)
     if rate is None or getattr(testbed, "judge", None) is None:
         return 0
     return next((i for i in range(len(images)) if rate(images[i:i + 1], concept) > 0.5), 0)
@@ -209,7 +209,7 @@ def _succeeds(edited: EditedDiffusion, testbed, prompt: str, concept: str, sampl
     """(whether the testbed's judge reads the concept in most of `samples` images of the erased model on the
     evaluation seed, UNet passes spent). Without a judge (Stable Diffusion) nothing succeeds early: all timesteps
     run."""
-    rate = getattr(testbed, "_concept_rate", None)
+    rate = getattr(testbed, "concept_rate", None)
     if rate is None or getattr(testbed, "judge", None) is None:
         return False, 0
     images = edited.sample([prompt] * samples, make_generator(seed))

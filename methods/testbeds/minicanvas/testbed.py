@@ -200,7 +200,7 @@ class MiniCanvasTestbed(Testbed):
             else:
                 rows = torch.arange(n) % len(result.embeddings)
                 images = edited.sample_embeddings(result.embeddings[rows].to(self.device), make_generator(noise_seed))
-            post = self._concept_rate(images, concept)
+            post = self.concept_rate(images, concept)
             scored.append((Evaluation({"ASR": post, "queries": result.queries}, {}, {"images": images}),
                            {"pre_attack": Evaluation({"ASR": pre})}))
         return scored
@@ -212,10 +212,10 @@ class MiniCanvasTestbed(Testbed):
         if key not in memo or memo[key][0] is not edited:
             prompts = _cycled(request.payload.forget_prompts, self.config.attack_samples)
             images = edited.sample(prompts, make_generator(noise_seed))
-            memo[key] = (edited, self._concept_rate(images, request.describe["forget"]))
+            memo[key] = (edited, self.concept_rate(images, request.describe["forget"]))
         return memo[key][1]
 
-    def _concept_rate(self, images: torch.Tensor, concept: str) -> float:
+    def concept_rate(self, images: torch.Tensor, concept: str) -> float:
         """Share of `images` the judge reads as `concept` (its digit head for a digit, its style head for a style)."""
         digits, styles, _ = self.judge.predict(images.float().cpu().clamp(-1, 1))
         if concept_axis(concept) == "object":
