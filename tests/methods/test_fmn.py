@@ -31,7 +31,8 @@ def test_the_recorded_loss_is_the_norm_of_the_attention_probabilities(components
     stock = attention.processor
     hidden = torch.randn(2, 16, attention.to_q.in_features, generator=torch.Generator().manual_seed(0))
     context = encode_prompts(components, ["a digit three in plain style", "a digit three"])
-    positions = torch.zeros(2, 8, dtype=torch.bool)
+    tokens = context.shape[1]  # the tokenizer's padded length
+    positions = torch.zeros(2, tokens, dtype=torch.bool)
     positions[0, 3], positions[1, 3], positions[1, 4] = True, True, True
     with torch.no_grad():
         expected_out = attention(hidden, encoder_hidden_states=context)
@@ -42,7 +43,7 @@ def test_the_recorded_loss_is_the_norm_of_the_attention_probabilities(components
     # independently: per head, softmax(Q K^T * scale), restricted to each sample's concept positions
     heads = attention.heads
     q = attention.to_q(hidden).view(2, 16, heads, -1).transpose(1, 2)
-    k = attention.to_k(context).view(2, 8, heads, -1).transpose(1, 2)
+    k = attention.to_k(context).view(2, tokens, heads, -1).transpose(1, 2)
     probs = torch.softmax(q @ k.transpose(-1, -2) * attention.scale, dim=-1)  # (batch, heads, pixels, tokens)
     expected = torch.cat([probs[b][:, :, positions[b]].flatten() for b in range(2)]).norm()
     assert torch.allclose(recorder.loss(), expected, rtol=1e-5)

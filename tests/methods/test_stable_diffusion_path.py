@@ -42,7 +42,7 @@ def tiny_sd(tmp_path_factory):
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(minicanvas.VOCAB), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        num_attention_heads=2, max_position_embeddings=minicanvas.MAX_PROMPT_TOKENS, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     ))
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=minicanvas.build_tokenizer(), unet=unet,

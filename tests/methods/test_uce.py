@@ -49,14 +49,15 @@ def test_fidelity_edit_minimises_the_official_objective_with_every_preserved_tok
     edited = uce.erase(components, request, config).components
 
     tokenizer = components.tokenizer
-    ids = tokenizer(["a digit three", "a digit eight"], padding="max_length", max_length=8, return_tensors="pt")
+    length = tokenizer.model_max_length  # every prompt is padded to it, as Stable Diffusion's 77
+    ids = tokenizer(["a digit three", "a digit eight"], padding="max_length", max_length=length, return_tensors="pt")
     embeddings = components.text_encoder(ids.input_ids)[0].detach()
     last = [int(mask.sum()) - 2 for mask in ids.attention_mask]  # the official final_token_idx
     farthest = max(last)
-    c_e = embeddings[0, last[0]: 8 - max(0, farthest - last[0])]
-    g_e = embeddings[1, last[1]: 8 - max(0, farthest - last[1])]
+    c_e = embeddings[0, last[0]: length - max(0, farthest - last[0])]
+    g_e = embeddings[1, last[1]: length - max(0, farthest - last[1])]
     retain = [""] + preserve
-    retain_ids = tokenizer(retain, padding="max_length", max_length=8, return_tensors="pt").input_ids
+    retain_ids = tokenizer(retain, padding="max_length", max_length=length, return_tensors="pt").input_ids
     c_p = components.text_encoder(retain_ids)[0].detach().reshape(-1, 16)  # every token, duplicates kept
     s_p = max(0.1, 1 / len(retain))
     for (_, old), (_, new) in zip(cross_attention_modules(components.unet), cross_attention_modules(edited.unet)):
@@ -75,7 +76,8 @@ def test_the_preserve_set_is_not_deduplicated(components):
     two = dataclasses.replace(one, preserve_prompts=["a digit five", "a digit five"])
     config = uce.UCEConfig(preserve_scale=0.5)
     first, second = uce.erase(components, one, config), uce.erase(components, two, config)
-    assert first.info["preserve_vectors"] == 2 * 8 and second.info["preserve_vectors"] == 3 * 8
+    length = components.tokenizer.model_max_length
+    assert first.info["preserve_vectors"] == 2 * length and second.info["preserve_vectors"] == 3 * length
     assert not torch.equal(first.components.unet.state_dict()["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"],
                            second.components.unet.state_dict()["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"])
 
@@ -83,18 +85,21 @@ def test_the_preserve_set_is_not_deduplicated(components):
 def test_token_alignment_starts_at_the_last_differing_token():
     tokenizer = minicanvas.build_tokenizer()
     # concept in the middle of the prompt: slice from "three"/"eight" (index 3) to the end
-    assert uce.aligned_token_slices(tokenizer, "a digit three in plain style", "a digit eight in plain style") == (3, 3, 5)
+    tail = tokenizer.model_max_length - 3  # from the concept token (index 3) to the padded end
+    assert uce.aligned_token_slices(tokenizer, "a digit three in plain style", "a digit eight in plain style") == (3, 3, tail)
     # guide "" (paper default on SD): the forget slice starts at the concept, the guide slice at <bos>
-    assert uce.aligned_token_slices(tokenizer, "a digit three", "") == (3, 0, 5)
+    assert uce.aligned_token_slices(tokenizer, "a digit three", "") == (3, 0, tail)
     # style concept: slice from the style word
-    assert uce.aligned_token_slices(tokenizer, "a digit one in thick style", "a digit one in plain style") == (5, 5, 3)
+    assert uce.aligned_token_slices(tokenizer, "a digit one in thick style", "a digit one in plain style") == (5, 5, tokenizer.model_max_length - 5)
 
 
 def test_erased_kv_match_anchor_and_preserved_kv_stay():
     components = get_dummy_components(hidden_size=64)
     full = minicanvas.build_erase_request("three")
-    # a small preserve set keeps the problem well posed (fewer vectors than the 64 embedding dimensions)
-    request = dataclasses.replace(full, preserve_prompts=["a digit five in plain style", "a digit one in thick style"])
+    # a small problem stays well posed (fewer vectors than the 64 embedding dimensions): two forget prompts: 2 x 9 erase rows + 3 x 12 preserve rows < 64 dimensions, so both can hold exactly
+    request = dataclasses.replace(full, forget_prompts=full.forget_prompts[:2], neutral_prompts=full.neutral_prompts[:2],
+                                  anchor_prompts=full.anchor_prompts[:2],
+                                  preserve_prompts=["a digit five in plain style", "a digit one in thick style"])
     config = uce.UCEConfig(lamb=1e-3, erase_scale=1.0, preserve_scale=1.0)
     edited = uce.erase(components, request, config).components
 
