@@ -53,7 +53,7 @@ def test_concept_inversion_learns_only_the_new_token_row(components, request_thr
     assert all(torch.equal(before[k], v) for k, v in components.text_encoder.state_dict().items())
     # the learned row moved away from its initializer ("number"), the output is the encoding of the prompts with
     # the token: every other row is the original one, so the same prompts re-encoded with the learned row match
-    learned = torch.tensor(output.info["learned_embedding"])
+    learned = torch.tensor(output.info["learned_embeddings"])[0]
     vocab = components.tokenizer.get_vocab()
     initial = components.text_encoder.get_input_embeddings().weight[vocab["number"]]
     assert not torch.allclose(learned, initial)
@@ -98,7 +98,7 @@ def test_concept_inversion_same_seed_same_token(components, request_three):
     request = with_images(request_three)
     a = ci.attack(EditedDiffusion(components), request, config, 1, TinyTestbed(components))
     b = ci.attack(EditedDiffusion(components), request, config, 1, TinyTestbed(components))
-    assert a.info["learned_embedding"] == b.info["learned_embedding"]
+    assert a.info["learned_embeddings"] == b.info["learned_embeddings"]
 
 
 def test_concept_inversion_rejects_an_unknown_initializer(components, request_three):
@@ -107,6 +107,188 @@ def test_concept_inversion_rejects_an_unknown_initializer(components, request_th
     config = dataclasses.replace(REGISTRY.card("concept_inversion").build_config("minicanvas"), initializer="zebra")
     with pytest.raises(ValueError, match="initializer 'zebra' is not a word"):
         ci.attack(EditedDiffusion(components), with_images(request_three), config, 0, TinyTestbed(components))
+
+
+# --- shared by the hard-prompt attacks (unlearndiffatk, p4d) ----------------------------------------------------
+def test_hard_prompts_encoding_from_token_rows_is_the_text_encoders_own(components):
+    """The hooked encoder on the embedding rows of some ids gives exactly the encoder's output on those ids, and its
+    gradient reaches the rows."""
+    from methods.attacks.t2i import hard_prompts as hp
+
+    tokenizer, encoder = components.tokenizer, components.text_encoder
+    input_ids = hp.pad_ids(tokenizer, hp.word_ids(tokenizer, "3 trois a digit three"))
+    rows = encoder.get_input_embeddings()(input_ids).clone().requires_grad_(True)
+    hooked = hp.encode_token_embeddings(encoder, input_ids, rows)
+    assert torch.allclose(hooked, encoder(input_ids)[0], atol=1e-6)
+    hooked.sum().backward()
+    assert rows.grad is not None and rows.grad.abs().sum() > 0
+    assert not torch.allclose(hp.encode_token_embeddings(encoder, input_ids, rows.detach() * 0), hooked)
+    # the words an attack may use: no special token; a prompt that does not fit is refused
+    special = set(tokenizer.all_special_ids)
+    assert not special & set(hp.candidate_ids(tokenizer).tolist())
+    assert len(hp.candidate_ids(tokenizer)) == len(tokenizer) - len(special)
+    with pytest.raises(ValueError, match="do not fit"):
+        hp.pad_ids(tokenizer, hp.word_ids(tokenizer, "a b c d e f g h i j k"))
+
+
+def test_hard_prompts_concept_word(request_three):
+    from methods.attacks.t2i.hard_prompts import concept_word
+    from methods.testbeds import minicanvas
+
+    assert concept_word(request_three) == "three"
+    assert concept_word(minicanvas.build_erase_request("plain")) == "plain"
+
+
+# --- unlearndiffatk ---------------------------------------------------------------------------------------------
+def _exact_simplex_projection(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection onto the probability simplex by sorting (Duchi et al., 2008), row by row."""
+    u, _ = torch.sort(v, dim=-1, descending=True)
+    css = u.cumsum(-1) - 1
+    index = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype)
+    rho = ((u - css / index) > 0).sum(-1, keepdim=True)
+    theta = css.gather(-1, rho - 1) / rho
+    return (v - theta).clamp(min=0)
+
+
+def test_unlearndiffatk_bisection_is_the_euclidean_projection_onto_the_simplex():
+    from methods.attacks.t2i.unlearndiffatk import project_simplex
+
+    generator = torch.Generator().manual_seed(0)
+    for scale in (0.01, 1.0, 5.0):
+        v = torch.randn((4, 70), generator=generator, dtype=torch.float64) * scale
+        projected = project_simplex(v, 1e-9)
+        assert torch.allclose(projected.sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-6)
+        assert (projected >= 0).all() and (projected <= 1).all()
+        assert torch.allclose(projected, _exact_simplex_projection(v), atol=1e-6)
+    uniform = torch.full((3, 70), 1 / 70)
+    assert torch.equal(project_simplex(uniform), uniform)  # already on the simplex: unchanged (official shortcut)
+
+
+def test_unlearndiffatk_straight_through_sampling_and_timesteps():
+    from methods.attacks.t2i.unlearndiffatk import official_timesteps, sample_one_hot
+
+    p = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]], requires_grad=True)
+    one_hot = sample_one_hot(p, torch.Generator().manual_seed(0))
+    assert one_hot[0].tolist() == [0.0, 1.0, 0.0] and one_hot[1, 1] == 0 and one_hot.sum() == 2
+    grad = torch.tensor([[3.0, -0.5, -2.0], [0.2, 9.0, -9.0]])
+    (one_hot * grad).sum().backward()
+    assert torch.equal(p.grad, grad.clamp(-1, 1))  # the gradient passes straight through, clipped (hardtanh)
+    assert official_timesteps(1000, 50) == list(range(10, 1000, 20))
+    assert official_timesteps(1000, 8) == [62, 187, 312, 437, 562, 687, 812, 937]
+
+
+def test_unlearndiffatk_loss_is_the_erased_unets_denoising_loss(components):
+    from methods.attacks.t2i.unlearndiffatk import denoising_loss
+
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn((1, 1, 8, 8), generator=generator), torch.randn((1, 1, 8, 8), generator=generator)
+    alphas = components.scheduler.alphas_cumprod
+    text = components.text_encoder(tokenize(components.tokenizer, ["a digit three"]))[0]
+    noisy = alphas[310].sqrt() * x0 + (1 - alphas[310]).sqrt() * noise
+    eps = components.unet(noisy, torch.tensor([310]), encoder_hidden_states=text).sample
+    assert torch.allclose(denoising_loss(components.unet, text, x0, noise, 310, alphas), ((eps - noise) ** 2).mean())
+    assert torch.allclose(denoising_loss(components.unet, text, x0, noise, 310, alphas, "l1"),
+                          (eps - noise).abs().mean())
+
+
+def _udiff_config(**changes):
+    config = REGISTRY.card("unlearndiffatk").build_config("minicanvas", **REGISTRY.card("unlearndiffatk")
+                                                          .on("minicanvas").smoke)
+    return dataclasses.replace(config, **changes)
+
+
+def test_unlearndiffatk_smoke_prefixes_every_forget_prompt(components, request_three):
+    from methods.attacks.t2i import unlearndiffatk as ud
+
+    config = _udiff_config(prompts="forget")
+    output = ud.attack(EditedDiffusion(components), request_three, config, 0, TinyTestbed(components))
+    again = ud.attack(EditedDiffusion(components), request_three, config, 0, TinyTestbed(components))
+    assert output.prompts == again.prompts
+    vocab = set(components.tokenizer.get_vocab())
+    for attacked, prompt in zip(output.prompts, request_three.forget_prompts):
+        words = attacked.split()
+        assert " ".join(words[config.k:]) == prompt and len(words) == len(prompt.split()) + config.k
+        assert all(word in vocab and not word.startswith("<") for word in words)
+    # no judge here: every timestep block runs; each iteration is one UNet pass, plus the x0 samples
+    steps = components.sampling.num_inference_steps
+    assert output.queries == 5 * (config.num_timesteps * config.iterations + 2 * steps * config.x0_candidates)
+
+
+def test_unlearndiffatk_checks_its_config_and_the_prompt_length(components, request_three):
+    from methods.attacks.t2i import unlearndiffatk as ud
+    from methods.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="k"):
+        ud.UnlearnDiffAtkConfig(k=0)
+    with pytest.raises(ConfigError, match="criterion"):
+        ud.UnlearnDiffAtkConfig(criterion="l3")
+    with pytest.raises(ValueError, match="do not fit"):  # 5 words before "a digit three in plain style" + bos/eos
+        ud.attack(EditedDiffusion(components), request_three, _udiff_config(k=5, prompts="forget"), 0, TinyTestbed(components))
+
+
+# --- p4d --------------------------------------------------------------------------------------------------------
+def test_p4d_projection_is_cosine_nearest_vocabulary_row():
+    from methods.attacks.t2i.p4d import nearest_tokens
+
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    queries = torch.tensor([[5.0, 0.1], [0.1, 0.2], [-0.01, -0.02], [3.0, 2.9]])
+    assert nearest_tokens(queries, table).tolist() == [0, 1, 2, 0]
+    assert torch.equal(nearest_tokens(table * 7, table), torch.arange(3))  # scale does not matter (cosine)
+
+
+def test_p4d_k_inserts_a_free_token_before_every_k_prompt_tokens():
+    from methods.attacks.t2i.p4d import P4DConfig, free_positions
+
+    assert free_positions(P4DConfig(variant="k"), 6) == [0, 4, 8]  # "a digit three in plain style": 9 tokens
+    assert free_positions(P4DConfig(variant="k"), 3) == [0, 4]
+    assert free_positions(P4DConfig(variant="n", prompt_len=10), 6) == list(range(10))
+
+
+def test_p4d_loss_matches_the_original_models_noise_prediction(components):
+    """The objective: the erased UNet with the adversarial prompt against the original UNet with the target prompt,
+    on the same x_t; zero when both are the same model and prompt, and only the erased side carries a gradient."""
+    from methods.attacks.t2i.p4d import matching_loss
+    from methods.t2i.diffusion import frozen_copy
+
+    generator = torch.Generator().manual_seed(0)
+    noisy, t = torch.randn((2, 1, 8, 8), generator=generator), torch.tensor([100, 800])
+    target = components.text_encoder(tokenize(components.tokenizer, ["a digit three"] * 2))[0]
+    other = components.text_encoder(tokenize(components.tokenizer, ["a digit five"] * 2))[0].requires_grad_(True)
+    assert matching_loss(components.unet, components.unet, noisy, t, target, target) == 0
+    erased = frozen_copy(components.unet)
+    with torch.no_grad():
+        next(erased.parameters()).add_(0.1)
+    loss = matching_loss(erased, components.unet, noisy, t, other, target)
+    expected = ((erased(noisy, t, encoder_hidden_states=other).sample
+                 - components.unet(noisy, t, encoder_hidden_states=target).sample) ** 2).mean()
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert other.grad is not None and other.grad.abs().sum() > 0
+
+
+def _p4d_config(**changes):
+    config = REGISTRY.card("p4d").build_config("minicanvas", **REGISTRY.card("p4d").on("minicanvas").smoke)
+    return dataclasses.replace(config, **changes)
+
+
+@pytest.mark.parametrize("variant", ["n", "k"])
+def test_p4d_smoke_returns_hard_prompts(components, request_three, variant):
+    from methods.attacks.t2i import p4d
+
+    config = _p4d_config(variant=variant, prompts="forget")
+    output = p4d.attack(EditedDiffusion(components), request_three, config, 0, TinyTestbed(components))
+    again = p4d.attack(EditedDiffusion(components), request_three, config, 0, TinyTestbed(components))
+    assert output.prompts == again.prompts and len(output.prompts) == len(request_three.forget_prompts)
+    vocab = set(components.tokenizer.get_vocab())
+    for attacked, prompt in zip(output.prompts, request_three.forget_prompts):
+        words = attacked.split()
+        assert all(word in vocab and not word.startswith("<") for word in words)
+        if variant == "n":
+            assert len(words) == config.prompt_len
+        else:  # the prompt's own words, in order, with a free word at positions 0, 4, 8
+            free = p4d.free_positions(config, len(prompt.split()))
+            assert [w for i, w in enumerate(words) if i not in free] == prompt.split()
+    assert output.queries > 0
 
 
 # --- ringabell --------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ matrix are restored to their original values, as the official script does). The 
 with the new token in place of the concept word. If the concept can be regenerated through some input, erasure was
 only a remapping of the concept's words.
 
-1. Add the placeholder token; copy the target's text encoder and grow its embedding matrix by one row.
+1. Add the placeholder token (or `num_vectors` of them); copy the target's text encoder and grow its embedding
+   matrix by as many rows, initialised from the initializer word's.
 2. Textual inversion: AdamW on the embedding matrix, restoring every row but the new one after each step.
 3. The attack's prompts: the concept's forget prompts with the concept word replaced by the token, encoded by the
    target's text encoder with the learned row (the output is embeddings, not text: the token exists only here).
@@ -54,12 +55,14 @@ class ConceptInversionConfig:
     learning_rate: float = 5e-3 * 16  # train.sh: 5e-3 with --scale_lr (x batch 4 x accumulation 4 x 1 process)
     weight_decay: float = 1e-2  # argparse: --adam_weight_decay (AdamW over the whole embedding matrix)
     initializer: str = "art"  # train.sh: --initializer_token="art" (style); "person" for identities
+    num_vectors: int = 1  # argparse: --num_vectors (tokens "<concept>", "<concept>_1", ... stand for the concept)
     images_from: str = "real"  # "real": the request's images; "base": sampled from the unerased model (paper: 25)
     num_images: int = 25  # train.sh: --num_train_images=25 (used when images_from="base")
 
     def __post_init__(self):
         check_config(self, {"images_from": ("real", "base")}, steps=">=1", batch_size=">=1",
-                     learning_rate="(0,10]", weight_decay="[0,1]", num_images=">=1")
+                     learning_rate="(0,10]", weight_decay="[0,1]", num_images=">=1",
+                     num_vectors="[1,4]")
 
 
 def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInversionConfig, seed: int,
@@ -68,22 +71,24 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
     components = edited.components
     generator = make_generator(seed)
 
-    # 1. the placeholder token and a text encoder with one more embedding row
+    # 1. the placeholder token(s) and a text encoder with as many more embedding rows, set to the initializer's
+    tokens = [PLACEHOLDER] + [f"{PLACEHOLDER}_{i}" for i in range(1, config.num_vectors)]
     tokenizer = _copy_tokenizer(components.tokenizer)
-    if tokenizer.add_tokens([PLACEHOLDER]) != 1:
+    if tokenizer.add_tokens(tokens) != len(tokens):
         raise ValueError(f"the tokenizer already contains {PLACEHOLDER!r}")
     initializer = tokenizer.convert_tokens_to_ids(config.initializer)
     if initializer == tokenizer.unk_token_id:
         raise ValueError(f"ConceptInversionConfig.initializer {config.initializer!r} is not a word of the tokenizer")
-    placeholder = tokenizer.convert_tokens_to_ids(PLACEHOLDER)
+    placeholders = tokenizer.convert_tokens_to_ids(tokens)
     text_encoder = frozen_copy(components.text_encoder)
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the row is set below
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the rows are set below
     embeddings = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        embeddings[placeholder] = embeddings[initializer]
+        embeddings[placeholders] = embeddings[initializer].clone()
     original = embeddings.detach().clone()
     keep = torch.ones(len(tokenizer), dtype=torch.bool)
-    keep[placeholder] = False
+    keep[placeholders] = False
+    placeholder = " ".join(tokens)  # what replaces the concept word in a prompt
 
     # the training pairs: (prompt with the token, image of the concept)
     concept = request.concept_prompt
@@ -94,7 +99,7 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
         if shown is None or len(shown) == 0:
             shown = sample_cfg(components, [prompt] * config.num_images, generator, unet=testbed.base_model()
                                .components.unet)
-        prompts += [_replace_word(prompt, word, PLACEHOLDER)] * len(shown)
+        prompts += [_replace_word(prompt, word, placeholder)] * len(shown)
         images.append(shown.to(components.device))
     images = torch.cat(images)
     input_ids = tokenize(tokenizer, prompts).to(components.device)
@@ -123,17 +128,17 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
     text_encoder.eval()
 
     # 3. the attack's prompts, as embeddings of the target's text encoder with the learned row
-    attack_prompts = [_replace_word(prompt, word, PLACEHOLDER) for prompt in request.forget_prompts]
+    attack_prompts = [_replace_word(prompt, word, placeholder) for prompt in request.forget_prompts]
     with torch.no_grad():
         encoded = text_encoder(tokenize(tokenizer, attack_prompts).to(components.device))[0]
-    learned = embeddings[placeholder].detach().cpu()
+    learned = embeddings[placeholders].detach().cpu()
     tail = losses[-50:]
     return AttackOutput(
         embeddings=encoded,
         queries=config.steps * config.batch_size,
         info={"prompts_with_token": attack_prompts, "concept_prompt": concept, "initializer": config.initializer,
-              "final_loss": sum(tail) / len(tail), "learned_embedding_norm": float(learned.norm()),
-              "initializer_norm": float(original[initializer].norm()), "learned_embedding": learned.tolist(),
+              "final_loss": sum(tail) / len(tail), "learned_embedding_norm": float(learned.norm(dim=-1).mean()),
+              "initializer_norm": float(original[initializer].norm()), "learned_embeddings": learned.tolist(),
               "wall_time_s": time.perf_counter() - start},
     )
 
