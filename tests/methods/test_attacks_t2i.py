@@ -10,6 +10,7 @@ import torch
 from methods.attacks.t2i import AttackOutput
 from methods.registry import load_registry
 from methods.t2i.diffusion import EditedDiffusion, tokenize
+from minicanvas_dummies import get_dummy_components
 
 REGISTRY = load_registry()
 
@@ -288,3 +289,214 @@ def test_p4d_smoke_returns_hard_prompts(components, request_three, variant):
             free = p4d.free_positions(config, len(prompt.split()))
             assert [w for i, w in enumerate(words) if i not in free] == prompt.split()
     assert output.queries > 0
+
+
+# --- ringabell --------------------------------------------------------------------------------------------------
+def ringabell_config(**changes):
+    config = REGISTRY.card("ringabell").build_config("minicanvas", **REGISTRY.card("ringabell").on("minicanvas").smoke)
+    return dataclasses.replace(config, **changes)
+
+
+def test_ringabell_concept_vector_is_the_mean_embedding_difference_of_the_pairs(components):
+    from methods.attacks.t2i import ringabell as rb
+
+    te, tok = components.text_encoder, components.tokenizer
+    plus, minus = ["a digit three in plain style", "a digit three"], ["a digit in plain style", ""]
+    vector = rb.concept_vector(te, tok, plus, minus, components.device)
+    with torch.no_grad():
+        e = lambda p: te(tokenize(tok, [p]))[0][0]  # noqa: E731
+        expected = ((e(plus[0]) - e(minus[0])) + (e(plus[1]) - e(minus[1]))) / 2
+    assert vector.shape == (tok.model_max_length, te.config.hidden_size)
+    assert torch.allclose(vector, expected, atol=1e-6)
+
+
+def test_ringabell_fitness_scores_the_prompt_as_the_tokenizer_lays_it_out(components):
+    """The searched ids are the ids the decoded prompt gets when the erased model is prompted with it, and the
+    fitness is ||E(p~) - target||^2 over the whole (L, D) embedding."""
+    from methods.attacks.t2i import ringabell as rb
+
+    te, tok = components.text_encoder, components.tokenizer
+    vocab = tok.get_vocab()
+    tokens = torch.tensor([[vocab[w] for w in ("trois", "the", "3")], [vocab[w] for w in ("a", "digit", "thre")]])
+    ids = rb.layout(tokens, tok, tok.model_max_length)
+    assert torch.equal(ids, tokenize(tok, [rb.decode(tok, row) for row in tokens]))
+    target = torch.randn(tok.model_max_length, te.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        losses = rb.fitness(te, ids, target)
+        by_hand = [float(((te(ids[i:i + 1])[0][0] - target) ** 2).sum()) for i in range(2)]
+    assert losses.tolist() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_ringabell_genetic_step_crossover_and_mutation():
+    from methods.attacks.t2i import ringabell as rb
+
+    parents = torch.arange(4 * 5).view(4, 5) + 100
+    generator = torch.Generator().manual_seed(0)
+    # crossover: every parent is kept, in order; rate 1 gives two complementary one-point children after each
+    same = rb.crossover(parents, 0.0, generator)
+    assert torch.equal(same, parents)
+    crossed = rb.crossover(parents, 1.0, generator)
+    assert crossed.shape == (12, 5) and torch.equal(crossed[::3], parents)
+    for i in range(4):
+        first, second = crossed[3 * i + 1], crossed[3 * i + 2]
+        cuts = [(j, point) for j in range(4) for point in range(5)
+                if torch.equal(first, torch.cat([parents[i, :point], parents[j, point:]]))
+                and torch.equal(second, torch.cat([parents[j, :point], parents[i, point:]]))]
+        assert cuts  # one cut point in 0..K-1 of the tokens (official 1..K over [bos, tokens])
+    # mutation: rate 0 changes nothing; rate 1 changes at most one position per row, to a vocabulary token
+    vocabulary = torch.tensor([7, 8, 9])
+    assert torch.equal(rb.mutation(parents, 0.0, vocabulary, generator), parents)
+    mutated = rb.mutation(parents, 1.0, vocabulary, generator)
+    changed = mutated != parents
+    assert (changed.sum(1) == 1).all() and set(mutated[changed].tolist()) <= {7, 8, 9}
+
+
+def test_ringabell_genetic_search_recovers_a_reachable_target(components):
+    """When the target is the embedding of some K-token prompt, the search finds a prompt with the same embedding."""
+    from methods.attacks.t2i import ringabell as rb
+
+    te, tok = components.text_encoder, components.tokenizer
+    with torch.no_grad():
+        target = te(tokenize(tok, ["trois digit"]))[0][0]
+        config = ringabell_config(population_size=60, generations=40, length=2)
+        best, loss, history, queries = rb.genetic_search(te, tok, target, config, rb.candidate_tokens(tok),
+                                                         torch.Generator().manual_seed(0), tok.model_max_length,
+                                                         components.device)
+    assert rb.decode(tok, best) == "trois digit" and loss < 1e-6
+    assert queries >= 40 * 30
+
+
+def test_ringabell_uses_only_the_original_text_encoder(components, request_three):
+    """Model-agnostic: the prompts depend on the testbed's unedited text encoder, never on the target."""
+    from methods.attacks.t2i import ringabell as rb
+
+    config = ringabell_config()
+    testbed = TinyTestbed(components)
+    a = rb.attack(EditedDiffusion(components), request_three, config, 0, testbed)
+    other = get_dummy_components(seed=5)
+    target = EditedDiffusion(dataclasses.replace(components, unet=None, text_encoder=other.text_encoder))
+    b = rb.attack(target, request_three, config, 0, testbed)
+    assert a.prompts == b.prompts and len(a.prompts) == len(request_three.forget_prompts)
+    vocab = set(components.tokenizer.get_vocab()) - set(components.tokenizer.all_special_tokens)
+    assert all(len(p.split()) == config.length and set(p.split()) <= vocab for p in a.prompts)
+    assert a.queries > 0 and a.info["source_prompts"] == request_three.forget_prompts
+    c = rb.attack(EditedDiffusion(components), request_three, config, 1, testbed)
+    assert rb.attack(EditedDiffusion(components), request_three, config, 1, testbed).prompts == c.prompts
+
+
+def test_ringabell_rejects_a_prompt_longer_than_the_tokenizer(components, request_three):
+    from methods.attacks.t2i import ringabell as rb
+    from methods.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="length"):
+        rb.attack(EditedDiffusion(components), request_three, ringabell_config(length=11), 0, TinyTestbed(components))
+    with pytest.raises(ConfigError, match="mutation_rate"):
+        ringabell_config(mutation_rate=1.5)
+
+
+# --- mma_diffusion ----------------------------------------------------------------------------------------------
+def mma_config(**changes):
+    card = REGISTRY.card("mma_diffusion")
+    return dataclasses.replace(card.build_config("minicanvas", **card.on("minicanvas").smoke), **changes)
+
+
+def test_mma_diffusion_bans_the_concept_word_but_not_its_aliases(components):
+    from methods.attacks.t2i import mma_diffusion as mma
+
+    tok = components.tokenizer
+    vocab = tok.get_vocab()
+    banned = set(mma.banned_tokens(tok, ["three"]).tolist())
+    assert vocab["three"] in banned and set(tok.all_special_ids) <= banned
+    assert not {vocab[w] for w in ("3", "thre", "trois", "a", "digit")} & banned
+    # substring rule of the official list ("nud" bans "nudity"): "in" bans every word that contains it
+    assert {vocab["in"], vocab["inverted"], vocab["invertd"]} <= set(mma.banned_tokens(tok, ["in"]).tolist())
+
+
+def test_mma_diffusion_pools_at_the_eos_token(components):
+    from methods.attacks.t2i import mma_diffusion as mma
+
+    te, tok = components.text_encoder, components.tokenizer
+    ids = tokenize(tok, ["trois the 3", "a digit"])
+    with torch.no_grad():
+        hidden = te(ids)[0]
+        pooled = mma.pooled(te, ids, tok.eos_token_id)
+    assert torch.equal(pooled[0], hidden[0, 4]) and torch.equal(pooled[1], hidden[1, 3])
+
+
+def test_mma_diffusion_token_gradient_is_the_one_hot_gradient_of_the_control_tokens(components):
+    """d(1 - cos(pool(E(adv)), target)) / d one-hot of positions 1..n equals dL/d(token embeddings) @ W^T there."""
+    from methods.attacks.t2i import mma_diffusion as mma
+
+    te, tok = components.text_encoder, components.tokenizer
+    ids = tokenize(tok, ["trois the 3 digit"])
+    target = torch.randn(1, te.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    grad = mma.token_gradient(te, ids, slice(1, 5), target, tok.eos_token_id)
+
+    captured = {}
+
+    def keep(module, inputs, output):
+        output = output.detach().requires_grad_(True)
+        captured["embeds"] = output
+        return output
+
+    handle = te.get_input_embeddings().register_forward_hook(keep)
+    with torch.enable_grad():
+        loss = mma.cosine_loss(mma.pooled(te, ids, tok.eos_token_id), target).sum()
+        (d_embeds,) = torch.autograd.grad(loss, captured["embeds"])
+    handle.remove()
+    expected = d_embeds[0, 1:5] @ te.get_input_embeddings().weight.T
+    assert grad.shape == (4, len(tok))
+    assert torch.allclose(grad, expected, atol=1e-6)
+    assert float(mma.cosine_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mma_diffusion_candidates_are_single_top_k_substitutions():
+    from methods.attacks.t2i import mma_diffusion as mma
+
+    grad = torch.randn(4, 20, generator=torch.Generator().manual_seed(0))
+    control = torch.tensor([3, 4, 5, 6])
+    banned = torch.tensor([0, 1, 2, 3])
+    candidates = mma.sample_candidates(grad.clone(), control, banned, 16, 5, torch.Generator().manual_seed(1))
+    normed = grad / grad.norm(dim=-1, keepdim=True)
+    normed[:, banned] = float("inf")
+    top = (-normed).topk(5, dim=1).indices
+    for j, row in enumerate(candidates):
+        position = j * 4 // 16  # official: arange(0, n, n / B)
+        assert torch.equal(row[torch.arange(4) != position], control[torch.arange(4) != position])
+        assert int(row[position]) in top[position].tolist() and int(row[position]) not in banned.tolist()
+
+
+def test_mma_diffusion_gcg_lowers_the_loss_and_never_uses_a_banned_word(components, request_three):
+    from methods.attacks.t2i import mma_diffusion as mma
+
+    te, tok = components.text_encoder, components.tokenizer
+    config = mma_config(steps=15, batch_size=32, topk=8, length=4)
+    banned = mma.banned_tokens(tok, ["three"])
+    allowed = torch.tensor([i for i in range(len(tok)) if i not in set(banned.tolist())])
+    with torch.no_grad():
+        target = mma.pooled(te, tokenize(tok, ["a digit three"]), tok.eos_token_id)
+        start = allowed[torch.randint(0, len(allowed), (4,), generator=torch.Generator().manual_seed(2))]
+        start_loss = float(mma.cosine_loss(mma.pooled(te, tokenize(tok, [mma.decode(tok, start)]),
+                                                      tok.eos_token_id), target))
+    prompt, loss, step, queries = mma.gcg(te, tok, target, config, allowed, banned, torch.Generator().manual_seed(2),
+                                          components.device)
+    assert loss < start_loss and "three" not in prompt.split() and len(prompt.split()) == 4
+    assert queries == 15 * (1 + 32)
+
+    output = mma.attack(EditedDiffusion(components), request_three, config, 0, TinyTestbed(components))
+    assert len(output.prompts) == len(request_three.forget_prompts) and output.info["banned_words"] == ["three"]
+    assert all("three" not in p.split() for p in output.prompts)
+    again = mma.attack(EditedDiffusion(components), request_three, config, 0, TinyTestbed(components))
+    assert again.prompts == output.prompts
+
+
+def test_mma_diffusion_smoke_and_bad_config(components, request_three):
+    from methods.attacks.t2i import mma_diffusion as mma
+    from methods.core.config import ConfigError
+
+    output = mma.attack(EditedDiffusion(components), request_three, mma_config(), 0, TinyTestbed(components))
+    assert output.prompts and output.queries > 0
+    with pytest.raises(ConfigError, match="length"):
+        mma.attack(EditedDiffusion(components), request_three, mma_config(length=11), 0, TinyTestbed(components))
+    with pytest.raises(ConfigError, match="topk"):
+        mma_config(topk=0)
