@@ -726,7 +726,8 @@ def robustness_lines(bed: TestbedSpec, group: list[Card], card_pages: dict[str, 
     else:
         parts += ["No attack card has been run on this testbed yet (`python -m methods matrix --testbed "
                   f"{md.text(bed.name)}`). Attack cards:", ""]
-    parts += [f"- {card_link(src, card, card_pages)}: {headline(card)} ({run_cell(card)})" for card in attacks]
+    parts += [f"- {card_link(src, card, card_pages)}: {headline(card)}" + (f" ({run_cell(card)})" if card.executed else "")
+              for card in attacks]
     return parts + [""]
 
 

@@ -184,3 +184,23 @@ def test_search_ranks_paper_pages_above_card_pages(robust_site: Path):
     card_pages = {boost for location, values in boosts.items() if location.startswith("cards/") and location != "cards/"
                   for boost in values}
     assert papers == {2} and card_pages == {0.5}, (papers, card_pages)
+
+
+def test_attack_card_without_cells_says_how_to_run_it(robust_folder, tmp_path):
+    """No matrix yet: the attack card's header says so and gives the command; the leaderboard lists it as not run;
+    no robustness page is linked (there is none)."""
+    papers, _ = robust_folder
+    empty = tmp_path / "no-results"
+    empty.mkdir()
+    found = cards.discover(papers.parent.parent / "notebooks", empty)
+    assert not cards.matrices(found)
+    attack = next(card for card in found if card.name == "attack_one")
+    assert attack.is_attack and not attack.executed and attack.meets_bar() is None
+    header = cards.card_header(attack, lambda src: src, {})
+    assert "**Not yet run**: there is no `results/minicanvas/matrix/attack_one/<target>.json` yet" in header
+    assert "python -m methods matrix --testbed minicanvas --attack attack_one --seed 0" in header
+    assert "robustness/" not in header and "metrics.json" not in header
+    board = cards.leaderboards_page(found, {})
+    assert "No attack card has been run on this testbed yet" in board
+    assert "- `attack_one`: *not yet run*\n" in board + "\n"
+    assert "| `attack_one`" not in board, "not a row of the unlearn leaderboard"
