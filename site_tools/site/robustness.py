@@ -261,8 +261,10 @@ def heatmap(matrix: Matrix) -> str:
         for attack, cell in matrix.row(target):
             where = f'data-attack="{e(attack)}" data-target="{e(target)}"'
             if cell is None or cell.post is None:
+                state = "not run" if cell is None else f"no {metric.label} in its file"
                 cells.append(f'<td class="atlas-heatmap__cell atlas-heatmap__cell--missing" {where} '
-                             f'title="{e(attack)} against {e(target)}: not run">not run</td>')
+                             f'title="{e(attack)} against {e(target)}: {e(state)}">{"not run" if cell is None else "—"}'
+                             "</td>")
                 continue
             background, colour = _colour(cell.post[0], low, high)
             pre = (f'<span class="atlas-heatmap__pre">pre {e(mean_std(cell.pre, metric.digits))}</span>'
