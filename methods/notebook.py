@@ -42,3 +42,26 @@ def details_markdown(record: dict) -> str:
     """The testbed's own detail of a record (per-split tables, per-concept accuracy...)."""
     spec = load_registry().testbed(record["testbed"])
     return testbed_class(spec).details_markdown(record)
+
+
+def attack_run(card: str, *, testbed: str, scale: str = "ci", device: str = "auto", seed=0,
+               targets: Optional[list] = None, out_dir: Optional[str] = None):
+    """Run an attack card against every target of its testbed, as `python -m methods matrix --attack CARD` does:
+    its column of the robustness matrix (the unedited base model first, then each unlearn card, loaded from the
+    edited-weights cache or run once). `targets=None` means every unlearn card of the testbed. Returns (the cell
+    records, base first, and the matrix folder they were written to: results/<testbed>/matrix/ by default)."""
+    from .core.results import read_results
+    from .matrix import plan_matrix, run_matrix
+
+    try:
+        if isinstance(targets, str):
+            targets = [targets]
+        out = None if out_dir is None else (REPO_ROOT / out_dir if not Path(out_dir).is_absolute() else Path(out_dir))
+        plan = plan_matrix(testbed, seed=seed, scale=scale, device=device, out=out, attacks=[card], targets=targets)
+    except UsageError as error:
+        raise ParameterError(str(error)) from None
+    if [attack.card.name for attack in plan.attacks] != [card]:
+        raise ParameterError(f"{card} is not an attack card on {testbed}")
+    print(plan.attacks[0].config)
+    paths = list(dict.fromkeys(run_matrix(plan, print)))  # one file per target (the last request's, if several)
+    return [read_results(path) for path in paths], plan.out

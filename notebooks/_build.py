@@ -12,6 +12,12 @@ Each notebook: the card's title and catalog entries, the paper's claim beside th
 algorithm (the card module's own docstring, so nothing is retyped), a papermill `parameters` cell, the run (the
 same call as `python -m methods run`), the results beside the testbed's references, the testbed's details and
 figure, and the configuration with each adaptation's reason.
+
+An attack card's notebook has the same structure around its column of the robustness matrix: the parameters
+(`targets=None`: every unlearn card of the testbed), the run (the same call as `python -m methods matrix --attack
+CARD`, writing results/<testbed>/matrix/<card>/<target>.json; the unlearn cards' edited weights come from the cache
+their own notebooks filled), the column (pre- and post-attack values, queries, time and the bar per target) and the
+adversarial prompts the attack saved.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ def module_docstring(card: CardSpec) -> str:
 def introduction(card: CardSpec, testbed) -> str:
     claim = card.claim
     bar = card.testbeds[testbed.name].bar
-    labels = {metric.key: metric.label for metric in testbed.metrics}
+    labels = {metric.key: metric.label for metric in testbed.metrics_for(card.kind)}
     lines = [f"# {card.title}", "",
              f"Card `{card.name}` ({card.kind}, {card.modality}) · catalog: "
              + ", ".join(f"`{paper}`" for paper in card.catalog) + f" · testbed: {testbed.title}", "",
@@ -110,6 +116,76 @@ CONFIG = """display(Markdown(adaptations_markdown(record)))
 print(record["config"])"""
 
 
+def attack_parameters(card: CardSpec, testbed) -> str:
+    return "\n".join([
+        "# Parameters (papermill overrides these; they are checked like the command line's)",
+        f'testbed = "{testbed.name}"  # one of: {", ".join(card.testbeds)}',
+        f'scale = "ci"  # {" or ".join(testbed.scales)}',
+        'device = "auto"  # "auto", "cpu" or "cuda"',
+        "seed = 0",
+        "targets = None  # None: every unlearn card of the testbed; or a list of card names (the base model always runs)",
+        "out_dir = None  # None: results/<testbed>/matrix (one file per target: <card>/<target>.json)"])
+
+
+ATTACK_SETUP = """import sys
+import time
+import warnings
+from pathlib import Path
+
+# make `methods` importable when papermill runs the notebook from notebooks/ or from the repository root
+ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "methods" / "registry.yaml").exists())
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+
+import transformers
+from IPython.display import Markdown, display
+
+from methods.notebook import attack_run
+from methods.report import adaptations_markdown, column_markdown, prompts_markdown
+
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the outputs
+CARD = "{card}\""""
+
+ATTACK_RUN = """notebook_start = time.perf_counter()
+# The base model first, then each unlearn card's edited model (from the edited-weights cache; run once if missing).
+records, out = attack_run(CARD, testbed=testbed, scale=scale, device=device, seed=seed, targets=targets, out_dir=out_dir)"""
+COLUMN = """display(Markdown(column_markdown(records)))"""
+PROMPTS = """display(Markdown(prompts_markdown(records)))
+print(f"notebook run time: {time.perf_counter() - notebook_start:.1f} s")"""
+ATTACK_CONFIG = """display(Markdown(adaptations_markdown(records[0])))
+print(records[0]["config"])"""
+
+
+def build_attack(card: CardSpec, registry) -> nbformat.NotebookNode:
+    testbed = registry.testbeds[next(iter(card.testbeds))]
+    params = new_code_cell(attack_parameters(card, testbed))
+    params.metadata["tags"] = ["parameters"]
+    cells = [
+        new_markdown_cell(introduction(card, testbed)),
+        new_markdown_cell(algorithm(card)),
+        params,
+        new_code_cell(ATTACK_SETUP.replace("{card}", card.name)),
+        new_markdown_cell(f"## Run\nThe same call as `python -m methods matrix --testbed {testbed.name} --attack "
+                          f"{card.name}`: it checks the parameters, attacks the unedited base model and each unlearn "
+                          f"card, and writes one results file per target to `results/{testbed.name}/matrix/"
+                          f"{card.name}/<target>.json` (results schema v1, kind attack): this card's column of the "
+                          "robustness matrix."),
+        new_code_cell(ATTACK_RUN),
+        new_markdown_cell("## The column\nPer target: the value before the attack (on the concept's own prompts), "
+                          "after it, the queries it made and its time, with the card's bar where it declares one on "
+                          "that target (mean ± std over the testbed's sampling seeds)."),
+        new_code_cell(COLUMN),
+        new_markdown_cell("## Adversarial prompts\nWhat the attack found against each target, to copy and reuse."),
+        new_code_cell(PROMPTS),
+        new_markdown_cell(fidelity(card)),
+        new_code_cell(ATTACK_CONFIG),
+    ]
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["language_info"] = {"name": "python"}
+    return notebook
+
+
 def fidelity(card: CardSpec) -> str:
     lines = ["## Fidelity and configuration", "", f"Follows `{card.follows}`."]
     if card.deviations:
@@ -121,6 +197,8 @@ def fidelity(card: CardSpec) -> str:
 
 
 def build(card: CardSpec, registry) -> nbformat.NotebookNode:
+    if card.kind == "attack":
+        return build_attack(card, registry)
     testbed = registry.testbeds[next(iter(card.testbeds))]
     params = new_code_cell(parameters(card, testbed))
     params.metadata["tags"] = ["parameters"]

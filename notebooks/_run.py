@@ -4,7 +4,8 @@
 
 Cards of different testbeds are interleaved, so that on a cold cache two testbeds train at the same time instead of
 one card waiting for the other's testbed (the cache's lock makes a second process wait for a testbed being
-trained). Paths passed to papermill are relative, so no absolute path of the machine lands in a notebook. Each
+trained). Attack cards' notebooks run after every unlearn card's (same parallelism): they attack the edited weights
+the unlearn cards' runs cached. Paths passed to papermill are relative, so no absolute path of the machine lands in a notebook. Each
 notebook keeps its new outputs and rewrites results/<testbed>/<card>/; the times are printed at the end.
 """
 
@@ -33,6 +34,12 @@ def interleaved(cards: list) -> list:
     return [card for group in itertools.zip_longest(*by_testbed.values()) for card in group if card is not None]
 
 
+def phases(cards: list) -> list:
+    """The cards in the order their notebooks run: every unlearn card, then every attack card (non-empty groups)."""
+    groups = [[card for card in cards if card.kind != "attack"], [card for card in cards if card.kind == "attack"]]
+    return [group for group in groups if group]
+
+
 def execute(name: str, scale: str) -> tuple:
     notebook = f"notebooks/{name}.ipynb"
     start = time.perf_counter()
@@ -59,8 +66,10 @@ def main(argv=None) -> int:
         parser.error(f"unknown card(s) {', '.join(unknown)}; choose from {', '.join(registry.cards)}")
     cards = [registry.cards[name] for name in args.cards] if args.cards else list(registry.cards.values())
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        outcomes = list(pool.map(lambda card: execute(card.name, args.scale), interleaved(cards)))
+    outcomes = []
+    for phase in phases(cards):  # unlearn cards first, then attack cards (they reuse the unlearn cards' weights)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            outcomes += list(pool.map(lambda card: execute(card.name, args.scale), interleaved(phase)))
     failed = [name for name, code, _ in outcomes if code != 0]
     print(f"{len(outcomes)} notebooks in {time.perf_counter() - start:.0f} s wall ({args.jobs} at a time); "
           f"sum {sum(s for *_, s in outcomes):.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))

@@ -10,7 +10,10 @@ card or testbed is named in this module. The site never executes a notebook: it 
   testbed shows, the latest results with the references, the fidelity notes, when and at which commit the results
   were produced, and the command that reproduces them;
 - the cards index lists every card with its headline metrics;
-- the leaderboards compare the cards of each testbed, with the testbed's scatter plot.
+- the leaderboards compare the unlearn cards of each testbed, with the testbed's scatter plot;
+- attack cards have no metrics.json: their results are the cells of the testbed's robustness matrix
+  (`results/<testbed>/matrix/<attack>/<target>.json`, see :mod:`.robustness`), which has a page per testbed; an
+  attack card's page shows its column (and the prompts it found), an unlearn card's page its row.
 
 A card without a results file is "not yet executed". A results file that breaks the schema stops the build with a
 message naming the file and the field. ``ATLAS_RESULTS_DIR`` points the build at another results folder and
@@ -153,6 +156,7 @@ class Card:
     results: Results | None = None
     has_outputs: bool = True  # whether the notebook was saved with outputs (executed)
     papers: list[dict[str, Any]] = field(default_factory=list)  # catalog entries whose method_card names it
+    matrix: Any = field(default=None, repr=False)  # the testbed's robustness matrix (robustness.Matrix), if any
     siblings: dict[str, "Card"] = field(default_factory=dict, repr=False)  # every card, for bars that compare cards
 
     @property
@@ -170,7 +174,28 @@ class Card:
         return short if short and len(short) <= 40 else self.name
 
     @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def is_attack(self) -> bool:
+        return self.spec.kind == "attack"
+
+    @property
+    def cells(self) -> list:
+        """An attack card's cells of the robustness matrix (empty for an unlearn card)."""
+        if not self.is_attack or self.matrix is None:
+            return []
+        return [cell for _, cell in self.matrix.column(self.name) if cell is not None]
+
+    @property
+    def executed(self) -> bool:
+        return bool(self.cells) if self.is_attack else self.results is not None
+
+    @property
     def command(self) -> str:
+        if self.is_attack:
+            return f"python -m methods matrix --testbed {self.testbed.name} --attack {self.name} --seed 0"
         return f"python -m methods run {self.name} --testbed {self.testbed.name} --seed 0"
 
     @property
@@ -179,11 +204,21 @@ class Card:
 
     def bar_text(self) -> str:
         bar = self.bar
-        return bar.text({m.key: m.label for m in self.testbed.metrics}) if bar else ""
+        return bar.text({m.key: m.label for m in self.testbed.metrics_for(self.kind)}) if bar else ""
 
     def meets_bar(self) -> bool | None:
         bar = self.bar
-        if bar is None or self.results is None:
+        if bar is None:
+            return None
+        if self.is_attack:  # every target it declares a condition on: missed if one misses, met if all are met
+            targets = list(dict.fromkeys(c.target for c in bar.conditions))
+            if self.matrix is None:
+                return None
+            verdicts = [self.matrix.verdict(self.name, target) for target in targets]
+            if any(verdict is False for verdict in verdicts):
+                return False
+            return None if any(verdict is None for verdict in verdicts) else True
+        if self.results is None:
             return None
         record = self.results.record
 
@@ -230,8 +265,12 @@ def discover(notebooks_dir: Path, results_root: Path, atlas: Atlas | None = None
                 raise CardError(f"{path}: no card {path.stem!r} in {registry.source.name}; register it or start the "
                                 "file's name with '_' if it is not a card")
     siblings = {card.name: card for card in cards}
+    from .robustness import load_matrices  # robustness imports this module
+
+    matrices = load_matrices(registry, results_root)
     for card in cards:
         card.siblings = siblings
+        card.matrix = matrices.get(card.testbed.name)
     if atlas is not None:
         for paper in atlas.papers:
             for name in card_names(paper.get("method_card")):
@@ -246,6 +285,15 @@ def by_testbed(cards: list[Card]) -> dict[str, list[Card]]:
     for card in cards:
         groups.setdefault(card.testbed.name, []).append(card)
     return groups
+
+
+def matrices(cards: list[Card]) -> dict:
+    """testbed name -> its robustness matrix, for the testbeds that have one."""
+    return {card.testbed.name: card.matrix for card in cards if card.matrix is not None}
+
+
+def unlearn_cards(cards: list[Card]) -> list[Card]:
+    return [card for card in cards if not card.is_attack]
 
 
 def testbed_of(cards: list[Card], name: str) -> TestbedSpec:
@@ -291,6 +339,12 @@ def testbed_title(card: Card) -> str:
 
 def provenance(card: Card, capital: bool = False) -> str:
     """'reproduced on <testbed> on <date> at commit `<short hash>`' (Markdown)."""
+    if card.is_attack:
+        from .robustness import when
+
+        if not card.cells:
+            return "Not yet run" if capital else "not yet run"
+        return f"{'Computed' if capital else 'computed'} on {md.text(card.testbed.title)} {when(card.cells)}"
     results = card.results
     if results is None:
         return "Not yet executed" if capital else "not yet executed"
@@ -313,6 +367,10 @@ def bar_mark(card: Card) -> str:
 
 
 def headline(card: Card) -> str:
+    if card.is_attack:
+        from .robustness import card_headline
+
+        return card_headline(card, card.matrix)
     if card.results is None:
         return "*not yet executed*"
     parts = []
@@ -363,6 +421,11 @@ def paper_vs_testbed(card: Card) -> str:
     else:
         verdict = {True: "met", False: "**missed**", None: "not yet measured"}[card.meets_bar()]
         values = []
+        for condition in bar.conditions if card.is_attack and card.matrix is not None else ():
+            metric = card.testbed.metric(condition.metric)
+            cell = card.matrix.cell(card.name, condition.target)
+            value = _value(cell.record["metrics"].get(metric.key)) if cell is not None else None
+            values.append(f"{md.text(metric.label)} {mean_std(value, metric.digits)} against {md.text(condition.target)}")
         if card.results is not None:
             for condition in bar.conditions:
                 metric = card.testbed.metric(condition.metric)
@@ -385,7 +448,8 @@ def fidelity_section(card: Card) -> list[str]:
         parts += [f"- {md.text(what)} *Why:* {md.text(why)}" for what, why in spec.deviations]
     adaptations = spec.testbeds[card.testbed.name].adaptations
     if adaptations:
-        defaults = card.results.record["config_defaults"] if card.results is not None else {}
+        record = card.results.record if card.results is not None else (card.cells[0].record if card.cells else None)
+        defaults = record["config_defaults"] if record is not None else {}
         rows = [[md.code(name), md.code(json.dumps(defaults[name])) if name in defaults else "—",
                  md.code(json.dumps(adaptation.value)), md.text(adaptation.why)]
                 for name, adaptation in adaptations.items()]
@@ -408,9 +472,12 @@ def media_section(card: Card, url: Callable[[str], str]) -> list[str]:
     return parts
 
 
-def card_header(card: Card, url: Callable[[str], str]) -> str:
+def card_header(card: Card, url: Callable[[str], str], card_pages: dict[str, str] | None = None) -> str:
     """Markdown of the box above a card's notebook. `url` maps a source path of the build (papers/<id>.md, the
-    leaderboards, files beside the card) to a URL relative to the card's page."""
+    leaderboards, files beside the card) to a URL relative to the card's page; `card_pages` (name -> source path of
+    the card pages in the build) lets an attack card's column link its targets."""
+    if card.is_attack:
+        return attack_header(card, url, card_pages or {})
     bed = card.testbed
     parts = ['<div class="atlas-card" markdown>', ""]
     where = f"[{md.text(bed.title)}]({url(LEADERBOARDS)}#{bed.name})"
@@ -427,6 +494,10 @@ def card_header(card: Card, url: Callable[[str], str]) -> str:
     parts += [md.code_block(card.command, "bash"), ""]
     if card.results is not None and card.results.media:
         parts += media_section(card, url) + [""]
+    if card.matrix is not None:
+        from .robustness import row_section
+
+        parts += row_section(card, card.matrix, url)
     parts += fidelity_section(card) + [""]
     downloads = [f"[the notebook ({md.text(card.notebook.name)})]({card.notebook.name})"]
     figure = card.results.figure if card.results is not None else None
@@ -443,6 +514,34 @@ def card_header(card: Card, url: Callable[[str], str]) -> str:
     if figure is not None and not card.has_outputs:  # the run's figure, which the notebook would otherwise show
         parts += [f"![The figure of the latest run]({url(card_file_src(card.name, figure.name))}){{ .atlas-plot }}", ""]
     parts += ["</div>", ""]
+    return "\n".join(parts)
+
+
+def attack_header(card: Card, url: Callable[[str], str], card_pages: dict[str, str]) -> str:
+    """The box above an attack card's notebook: its column of the robustness matrix instead of a results table, the
+    prompts it found, and the cell files for download."""
+    from .robustness import cell_src, column_section, prompts_section
+
+    bed = card.testbed
+    parts = ['<div class="atlas-card" markdown>', ""]
+    where = f"[{md.text(bed.title)}]({url(LEADERBOARDS)}#{bed.name})"
+    parts += [f"**Executable card {md.code(card.name)}** ({md.text(card.spec.kind)}, {md.text(card.spec.modality)}) · "
+              f"testbed {where} · [all cards]({url(CARDS_INDEX)})", ""]
+    parts += [f"Catalog entry: {paper_refs(card, lambda paper_id: url(f'papers/{paper_id}.md'))}", ""]
+    parts += [paper_vs_testbed(card), ""]
+    parts += column_section(card, card.matrix, url, card_pages)
+    parts += [md.code_block(card.command, "bash"), ""]
+    parts += prompts_section(card, card.matrix)
+    parts += fidelity_section(card) + [""]
+    downloads = [f"[the notebook ({md.text(card.notebook.name)})]({card.notebook.name})"]
+    downloads += [f"[{md.text(cell.target)}.json]({url(cell_src(bed.name, card.name, cell.target))})"
+                  for cell in card.cells]
+    if card.has_outputs:
+        below = "Below: the notebook as last executed (`make notebooks` re-executes every card)."
+    else:
+        below = ("Below: the notebook, saved without outputs: it has not been executed yet (`make notebooks` "
+                 "executes every card).")
+    parts += ["Download " + " · ".join(downloads) + ". " + below, "", "</div>", ""]
     return "\n".join(parts)
 
 
@@ -466,6 +565,13 @@ def card_link(from_src: str, card: Card, card_pages: dict[str, str], long: bool 
 
 def run_cell(card: Card) -> str:
     """When and at which commit a card's results were produced, for a table column headed 'Reproduced on ...'."""
+    if card.is_attack:
+        if not card.cells:
+            return "*not yet run*"
+        dates = sorted({cell.date for cell in card.cells})
+        commits = sorted({cell.commit for cell in card.cells if cell.commit})
+        date = dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
+        return f"{md.text(date)} · " + (", ".join(short_commit(c) for c in commits) if commits else "unrecorded")
     if card.results is None:
         return "*not yet executed*"
     return f"{md.text(card.results.date)} · {short_commit(card.results.commit)}"
@@ -589,19 +695,46 @@ def _catalog_lines(cards: list[Card], paper: Callable[[str], str]) -> list[str]:
 
 def leaderboards_page(cards: list[Card], card_pages: dict[str, str]) -> str:
     parts = ["---\nhide:\n  - navigation\n  - toc\n---\n", "# Leaderboards", "",
-             "Every executable card of a testbed in one table, read from the results its notebook wrote "
+             "Every executable unlearn card of a testbed in one table, read from the results its notebook wrote "
              f"({md.code('results/<testbed>/<card>/metrics.json')}) when the site was built. Each row says when and at "
              "which commit it was reproduced; a result that misses its quality bar is shown as it is, flagged. "
-             f"[All cards]({_relative(LEADERBOARDS, CARDS_INDEX)}).", ""]
+             "Attack cards are compared on each testbed's robustness page (every attack against every unlearn "
+             f"card). [All cards]({_relative(LEADERBOARDS, CARDS_INDEX)}).", ""]
     for name, group in by_testbed(cards).items():
-        parts += testbed_board(group[0].testbed, group, card_pages)
+        bed, unlearn = group[0].testbed, unlearn_cards(group)
+        if unlearn:
+            parts += testbed_board(bed, unlearn, card_pages)
+        else:
+            parts += [f"## {md.text(bed.title)} {{ #{bed.name} }}", "", md.text(bed.description), ""]
+        parts += robustness_lines(bed, group, card_pages)
     return "\n".join(parts)
+
+
+def robustness_lines(bed: TestbedSpec, group: list[Card], card_pages: dict[str, str]) -> list[str]:
+    """The leaderboard's pointer to the testbed's robustness page and its attack cards."""
+    from .robustness import robustness_src
+
+    attacks = [card for card in group if card.is_attack]
+    matrix = group[0].matrix
+    if not attacks and matrix is None:
+        return []
+    src = LEADERBOARDS
+    parts = [f"### Robustness on {md.text(bed.title)} {{ #{bed.name}-robustness }}", ""]
+    if matrix is not None:
+        parts += [f"The [robustness matrix of {md.text(bed.title)}]({_relative(src, robustness_src(bed.name))}) runs "
+                  "every attack card against the base model and every unlearn card above. Attack cards:", ""]
+    else:
+        parts += ["No attack card has been run on this testbed yet (`python -m methods matrix --testbed "
+                  f"{md.text(bed.name)}`). Attack cards:", ""]
+    parts += [f"- {card_link(src, card, card_pages)}: {headline(card)}" + (f" ({run_cell(card)})" if card.executed else "")
+              for card in attacks]
+    return parts + [""]
 
 
 def plots(cards: list[Card]) -> dict[str, bytes]:
     """src path -> SVG of each testbed's leaderboard plot (testbeds that declare one and have an executed card)."""
     out = {}
-    for name, group in by_testbed(cards).items():
+    for name, group in by_testbed(unlearn_cards(cards)).items():
         bed = group[0].testbed
         if bed.plot and any(card.results is not None for card in group):
             out[plot_src(name)] = scatter_svg(bed, group)

@@ -14,6 +14,8 @@
   ``&lt;/title&gt;`` back into markup).
 - ``on_page_content``: put the header of a card page (its catalog entries, testbed, latest results and the command
   that reproduces them) above the rendered notebook.
+- the robustness pages: one per testbed with robustness-matrix results (``results/<testbed>/matrix/``; see
+  :mod:`.robustness`), in the nav beside the leaderboards, with each cell's results file for download.
 - ``on_serve``: rebuild when the catalog, its schema, the notebooks or the results change during ``mkdocs serve``.
 
 Nothing generated is written to docs/: every page exists only in the build.
@@ -48,7 +50,7 @@ from site_tools.bibtex import catalog_to_bibtex  # noqa: E402
 from site_tools.catalog import (NOTEBOOKS_DIR, PAPERS_DIR, RESULTS_DIR, SCHEMA_PATH, CatalogError, card_names,
                                 load_catalog, notebooks_dir_for)
 from site_tools.export import to_csv, to_json
-from site_tools.site import cards, explorer, pages, plots
+from site_tools.site import cards, explorer, pages, plots, robustness
 from site_tools.site.atlas import Atlas
 
 log = logging.getLogger("mkdocs.hooks.atlas")
@@ -60,6 +62,11 @@ REQUIRED_EXTENSION = "pymdownx.escapeall"  # site_tools.site.markup relies on it
 MARKER = re.compile(r"<!--\s*atlas:([a-z-]+)\s*-->")
 JUPYTER_PLUGIN = "mkdocs-jupyter"  # renders the card notebooks; without it, cards are named but have no page
 EMPTY_MATHJAX = '<script src=""> </script>'
+# Search weight of a card page (Material's per-page `search.boost`; paper pages have 2, see pages.PAPER_FRONT_MATTER).
+# A card's notebook repeats the names and terms of the methods it implements, attacks or compares with (an attack
+# card's names every erasure method it circumvents), so without this a phrase of a paper's summary found card pages
+# before the paper; a card's own name or title still finds its page, which is the only page about it.
+CARD_SEARCH_BOOST = 0.5
 
 
 class _State:
@@ -127,12 +134,17 @@ def _add_taxonomy_to_nav(config: MkDocsConfig) -> None:
 
 
 def _add_cards_to_nav(config: MkDocsConfig) -> None:
-    """Append one subsection per testbed, listing its card pages, to the section holding the cards index."""
+    """Append the robustness pages (one per testbed with matrix results) and one subsection per testbed, listing its
+    card pages, to the section holding the cards index."""
     for item in config.nav or []:
         if not isinstance(item, dict):
             continue
         for children in item.values():
             if isinstance(children, list) and cards.CARDS_INDEX in children:
+                matrices = cards.matrices(state.cards)
+                if matrices:
+                    children.append({"Robustness": [{matrix.testbed.title: robustness.robustness_src(name)}
+                                                    for name, matrix in matrices.items()]})
                 for group in cards.by_testbed(state.cards).values():
                     children.append({group[0].testbed.title: [{card.label: cards.card_src(card.name)}
                                                                for card in group]})
@@ -183,6 +195,11 @@ def _add_generated(files: Files, config: MkDocsConfig) -> Files:
     add(cards.LEADERBOARDS, cards.leaderboards_page(state.cards, card_pages))
     for src_uri, svg in cards.plots(state.cards).items():
         add(src_uri, svg)
+    for name, matrix in cards.matrices(state.cards).items():  # the robustness pages and their cell files
+        add(robustness.robustness_src(name), robustness.robustness_page(matrix, card_pages))
+        for cell in matrix.cells.values():
+            files.append(File.generated(config, robustness.cell_src(name, cell.attack, cell.target),
+                                        abs_src_path=str(cell.path)))
     for card in state.cards:  # the files behind the results a card page shows, for download
         if card.name in card_pages and card.results is not None:
             for path in (card.results.path, card.results.figure, *(item[0] for item in card.results.media)):
@@ -239,6 +256,7 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
     card = next((c for c in state.cards if state.card_pages.get(c.name) == page.file.src_uri), None)
     if card is None:
         return content
+    page.meta.setdefault("search", {}).setdefault("boost", CARD_SEARCH_BOOST)  # read by the search plugin later
 
     def url(src_uri: str) -> str:
         target = files.get_file_from_path(src_uri)
@@ -248,7 +266,7 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
 
     renderer = Markdown(extensions=config.markdown_extensions, extension_configs=config.mdx_configs)
     # Without a MathJax URL (mkdocs.yml) nbconvert's template still writes an empty <script src="">: drop it.
-    return renderer.convert(cards.card_header(card, url)) + content.replace(EMPTY_MATHJAX, "")
+    return renderer.convert(cards.card_header(card, url, state.card_pages)) + content.replace(EMPTY_MATHJAX, "")
 
 
 def _section(name: str, page: Page) -> str:

@@ -44,6 +44,12 @@ HIDE_TOC = "---\nhide:\n  - toc\n---\n"
 # lists name other papers, which would make a title search return every page that mentions it.
 NOT_SEARCHED = "{ data-search-exclude }"
 
+# A paper's page is where its own words (title, aliases, summary) are the subject, so Material's search ranks it above
+# pages that only mention them: card pages repeat a paper's method names and terms throughout their notebooks (an
+# attack card's notebook names every method it attacks), and without the boost a search for a phrase of a paper's
+# summary listed several card pages before the paper.
+PAPER_FRONT_MATTER = "---\nsearch:\n  boost: 2\n---\n"
+
 # How many entries a "related" list shows before pointing to the page or explorer view that has them all.
 RELATED_LIMIT = 12
 
@@ -116,7 +122,7 @@ def paper_page(atlas: Atlas, paper: dict[str, Any], card_pages: dict[str, str],
     """The page of one paper. `card_pages` maps executable card names to the source path of their page; `cards`
     gives what is known of each card (testbed, latest results)."""
     src = paper_src(paper["id"])
-    parts = [f"# {md.text(paper['title'])}", ""]
+    parts = [PAPER_FRONT_MATTER, f"# {md.text(paper['title'])}", ""]
     if paper.get("authors"):
         parts += [md.text(", ".join(paper["authors"])), ""]
     parts += [f"**{md.text(paper['venue'])}** · first appeared {md.text(month_year(paper))}", ""]
@@ -173,7 +179,7 @@ def card_section(src: str, names: list[str], card_pages: dict[str, str], cards: 
             item = f"{md.code(name)} (notebooks/{md.text(name)}.ipynb); its page is not part of this build"
         if card is not None:
             item += f" · {md.text(card.testbed.title)}"
-            item += f": {headline(card)} ({provenance(card)})" if card.results is not None else ": not yet executed"
+            item += f": {headline(card)} ({provenance(card)})" if card.executed else f": {provenance(card)}"
         parts.append(f"- {item}")
     return parts + ["", f"The [leaderboards]({relative(src, LEADERBOARDS)}) compare every card of a testbed.", ""]
 

@@ -20,3 +20,14 @@ def hostile_site(tmp_path_factory) -> Path:
     results_dir = write_results(folder / "results", {("minicanvas", "plain_card"): MINICANVAS_RESULTS,
                                                      ("miniprofiles", "profile_card"): MINIPROFILES_RESULTS})
     return build_site(folder / "site", papers_dir, results_dir)
+
+
+@pytest.fixture(scope="session")
+def robust_site(tmp_path_factory) -> Path:
+    """The hostile site plus two attack cards on MiniCanvas and a robustness matrix with missing cells (see
+    site_build_helpers.MATRIX_CELLS)."""
+    from site_build_helpers import write_robust_catalog
+
+    folder = tmp_path_factory.mktemp("robust")
+    papers_dir, results_dir = write_robust_catalog(folder)
+    return build_site(folder / "site", papers_dir, results_dir)

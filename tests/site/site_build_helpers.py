@@ -200,3 +200,73 @@ def build_site(site_dir: Path, papers_dir: Path | None = None, results_dir: Path
     warnings = [line for line in result.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
     assert not warnings, "\n".join(warnings)
     return site_dir
+
+
+# --- a site with a robustness matrix ----------------------------------------------------------------------------------
+
+# Two attack cards on MiniCanvas beside the hostile catalog's cards: attack_one declares a bar per target and a known
+# miss; attack_two declares no bar. Their cells: attack_one against base and plain_card, attack_two against base only
+# (canvas_todo is never attacked: missing cells).
+ATTACK_KNOWN_MISS = "Misses against base on the tiny judge: <b>tried</b> more steps & a larger batch."
+ATTACK_PROMPTS = ["a digit thre in plain style", "<script>alert(7)</script> trois", "``` fence `code` | pipe"]
+
+
+def attack_entry(bar: dict | None) -> dict:
+    from registry_helpers import card_entry
+
+    entry = card_entry("minicanvas", ["plain2024attack"], title="Attack card: a test attack",
+                       entry="methods.attacks.t2i.concept_inversion:attack",
+                       config="methods.attacks.t2i.concept_inversion:ConceptInversionConfig")
+    entry["kind"] = "attack"
+    entry.pop("edits")
+    entry["testbeds"]["minicanvas"]["bar"] = bar
+    return entry
+
+
+ATTACK_BAR = {"all": [{"target": "base", "metric": "ASR", "op": ">=", "value": 0.8},
+                      {"target": "plain_card", "metric": "ASR", "op": ">=", "reference": "pre_attack", "offset": 0.3},
+                      {"target": "canvas_todo", "metric": "ASR", "op": ">=", "value": 0.5}],
+              "known_miss": ATTACK_KNOWN_MISS}
+
+
+def attack_record(attack: str, target: str, post, pre, *, prompts=None, date="2026-01-02T03:04:05+00:00",
+                  commit=COMMIT) -> dict:
+    """A robustness-matrix cell as `python -m methods matrix` writes it (kind attack; target in details)."""
+    return results_record(attack, "minicanvas", {"ASR": stat(*post), "queries": stat(4800.0, 0.0)},
+                          {"pre_attack": {"ASR": stat(*pre)}}, kind="attack", date=date, commit=commit,
+                          method_s=stat(9.5), figure=None,
+                          details={"target": target, "prompts": prompts, "per_seed": {}, "attack": {}})
+
+
+MATRIX_CELLS = {
+    ("attack_one", "base"): attack_record("attack_one", "base", (0.9, 0.05), (0.85, 0.02), prompts=ATTACK_PROMPTS),
+    ("attack_one", "plain_card"): attack_record("attack_one", "plain_card", (0.7, 0.1), (0.15, 0.05),
+                                                prompts=ATTACK_PROMPTS[:1], date="2026-01-05T00:00:00+00:00",
+                                                commit="fedcba9876543210fedcba9876543210fedcba98"),
+    ("attack_two", "base"): attack_record("attack_two", "base", (0.4, 0.0), (0.85, 0.02)),
+}
+
+
+def write_matrix(folder: Path, cells: dict[tuple[str, str], dict | str]) -> Path:
+    """folder/minicanvas/matrix/<attack>/<target>.json for each (attack, target)."""
+    for (attack, target), content in cells.items():
+        path = folder / "minicanvas" / "matrix" / attack / f"{target}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=1), encoding="utf-8")
+    return folder
+
+
+def write_robust_catalog(folder: Path) -> tuple[Path, Path]:
+    """The hostile catalog plus the two attack cards (registry entries and notebooks); returns (papers, results)."""
+    from registry_helpers import write_registry as write
+
+    papers_dir = write_catalog(folder, HOSTILE_PAPERS)
+    registry = yaml.safe_load((folder / "registry.yaml").read_text(encoding="utf-8"))
+    registry["cards"]["attack_one"] = attack_entry(ATTACK_BAR)
+    registry["cards"]["attack_two"] = attack_entry(None)
+    write(folder / "registry.yaml", registry["cards"])
+    for name in ("attack_one", "attack_two"):
+        write_notebook(folder / "notebooks" / f"{name}.ipynb", name, "minicanvas")
+    results_dir = write_results(folder / "results", {("minicanvas", "plain_card"): MINICANVAS_RESULTS})
+    write_matrix(results_dir, MATRIX_CELLS)
+    return papers_dir, results_dir

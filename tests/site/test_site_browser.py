@@ -79,6 +79,11 @@ def hostile_url(hostile_site: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def robust_url(robust_site: Path) -> Iterator[str]:
+    yield from serve(robust_site)
+
+
+@pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
@@ -254,7 +259,8 @@ def test_home_page_links_and_screenshots(page, site_url, catalog):
 
 
 def test_minicanvas_leaderboard_shows_a_row_per_card(page, site_url, real_cards):
-    canvas = [card for card in real_cards if card.testbed.name == "minicanvas"]
+    # attack cards are compared on the robustness page, not in the unlearn leaderboard
+    canvas = [card for card in real_cards if card.testbed.name == "minicanvas" and not card.is_attack]
     assert canvas, "the repository has MiniCanvas cards"
     page.goto(site_url + "leaderboards/")
     table = ".atlas-board--minicanvas table"
@@ -414,3 +420,45 @@ def test_source_list_filter_is_kept_in_the_url(page, site_url, catalog):
     from_lists = len(catalog) - len(contributed)
     assert f"{from_lists} from the 3 source lists" in page.inner_text("article")
     assert f"{len(contributed)} added beyond them" in page.inner_text("article")
+
+
+# --- the robustness page ----------------------------------------------------------------------------------------------
+
+def test_robustness_page_renders_its_heatmap_and_table(page, robust_url):
+    """The fake matrix of site_build_helpers.MATRIX_CELLS: 2 attacks x (base + 2 unlearn cards), 3 cells not run."""
+    page.goto(robust_url + "robustness/minicanvas/")
+    heatmap = page.locator("table.atlas-heatmap__table")
+    assert heatmap.is_visible()
+    assert page.eval_on_selector_all("table.atlas-heatmap__table thead th", "ths => ths.map(t => t.innerText.trim())") \
+        == ["Target", "attack_one", "attack_two"]
+    assert page.eval_on_selector_all("table.atlas-heatmap__table tbody th", "ths => ths.map(t => t.innerText.trim())") \
+        == ["Base model (no unlearning)", "plain_card", "canvas_todo"]
+    assert page.locator("td.atlas-heatmap__cell").count() == 6
+    assert page.locator("td.atlas-heatmap__cell--missing").count() == 3
+    colour = "(a, t) => getComputedStyle(document.querySelector(`td[data-attack=${a}][data-target=${t}]`)).backgroundColor"
+    high = page.evaluate(f"([a, t]) => ({colour})(a, t)", ["attack_one", "base"])
+    low = page.evaluate(f"([a, t]) => ({colour})(a, t)", ["attack_two", "base"])
+    red = lambda rgb: [int(x) for x in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]  # noqa: E731
+    assert sum(red(high)) < sum(red(low)) < 3 * 255, (high, low)  # painted, darker for the higher value
+    assert page.inner_text("td[data-attack=attack_one][data-target=base] .atlas-heatmap__value") == "0.900"
+    assert page.locator(".atlas-heatmap__ramp").bounding_box()["width"] > 20, "the legend's colour ramp renders"
+    # the table: one row per target, bars flagged, links to the cards
+    rows = page.eval_on_selector_all(".atlas-matrix table tbody tr", "rows => rows.map(r => r.innerText)")
+    assert len(rows) == 3 and "0.900 ± 0.050 (pre 0.850 ± 0.020)" in rows[0] and "met" in rows[0]
+    assert page.locator(".md-typeset .atlas-bar--met").first.is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "site-robustness.png"), full_page=True)
+    page.click(".atlas-matrix table thead a[href$='cards/attack_one/']")
+    page.wait_for_url("**/cards/attack_one/")
+    assert "This attack against every target" in page.inner_text(".atlas-card")
+
+
+def test_robustness_page_fits_a_phone(browser, robust_url):
+    context, page = page_at(browser, 390)
+    try:
+        page.goto(robust_url + "robustness/minicanvas/")
+        page.wait_for_load_state("load")
+        layout = page.evaluate(OVERFLOW)
+        assert layout["scrollWidth"] <= layout["width"] and not layout["outside"], layout
+    finally:
+        context.close()

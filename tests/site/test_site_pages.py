@@ -48,7 +48,8 @@ def test_every_paper_has_a_page_with_its_title_bibtex_and_labels(catalog, genera
     assert paper_pages == {f"papers/{paper['id']}.md" for paper in catalog}
     for paper in catalog:
         text = generated[f"papers/{paper['id']}.md"].decode()
-        assert text.startswith(f"# {markup.text(paper['title'])}\n")
+        # front matter first: paper pages rank above the card pages that repeat their words in the site search
+        assert text.startswith(pages.PAPER_FRONT_MATTER + f"\n# {markup.text(paper['title'])}\n")
         assert paper_to_bibtex(paper).rstrip() in text, "the BibTeX entry, verbatim in a code block"
         assert f"?contribution={paper['contribution']})" in text, "contribution badge links to the explorer"
         for stage in paper.get("stage", []):
