@@ -40,7 +40,7 @@ from ...core.config import ConfigError, check_config
 from ...core.seeding import make_generator
 from ...t2i.diffusion import EditedDiffusion, EraseRequest, tokenize
 from . import AttackOutput
-from .concept_inversion import _concept_word
+from .hard_prompts import concept_word
 
 
 @dataclass
@@ -178,7 +178,7 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: MMADiffusionC
     generator = make_generator(seed)
 
     # 1. the banned tokens: the concept's word (as a substring) and the special tokens
-    words = [_concept_word(request)] if config.ban_concept_word else []
+    words = [concept_word(request)] if config.ban_concept_word else []
     banned = banned_tokens(tokenizer, words)
     allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in set(banned.tolist())], dtype=torch.long)
 
