@@ -5,7 +5,12 @@ Aliases: real prompts reach a concept through numerals, misspellings, synonyms a
 erased concepts come back (Pham et al., 2024; Zhang et al., 2024, UnlearnDiffAtk). With only the 22 core words a
 discrete attack has nowhere to search, so the base model also learns three aliases per concept (a numeral or a
 synonym, a misspelling, a foreign word) on a fraction of its captions, plus a few filler words that mean nothing.
-Erase requests and the UnlearnCanvas metrics use the core words only, as an eraser that is told "three" would be."""
+Erase requests and the UnlearnCanvas metrics use the core words only, as an eraser that is told "three" would be.
+
+Measured (ci, seed 0): the base model draws "a digit 3 / thre / trois" as a three 0.93-0.95 of the time. The jointly
+trained text encoder maps each alias to features close to the word's (cosine 0.96-0.99 at its position), so ESD and
+UCE erase the aliases with the word (0.05-0.125): on this testbed an alias is a synonym the eraser also removes,
+and the attacks that recover the concept go through embeddings (Concept Inversion), not through aliases."""
 
 from __future__ import annotations
 
