@@ -84,7 +84,8 @@ def parameters(card: CardSpec, testbed) -> str:
     return "\n".join(lines)
 
 
-SETUP = """import sys
+# The setup cell of every notebook: `{imports}` are the notebook's own (an unlearn card's or an attack card's).
+SETUP_TEMPLATE = """import sys
 import time
 import warnings
 from pathlib import Path
@@ -95,13 +96,15 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 
 import transformers
-from IPython.display import Image, Markdown, display
-
-from methods.notebook import card_run, details_markdown
-from methods.report import adaptations_markdown, summary_markdown
+{imports}
 
 transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the outputs
 CARD = "{card}\""""
+
+SETUP = SETUP_TEMPLATE.replace("{imports}", """from IPython.display import Image, Markdown, display
+
+from methods.notebook import card_run, details_markdown
+from methods.report import adaptations_markdown, summary_markdown""")
 
 RUN = """notebook_start = time.perf_counter()
 # The testbed trains once per machine and is cached (safetensors); then the card runs on each forget request.
@@ -127,24 +130,10 @@ def attack_parameters(card: CardSpec, testbed) -> str:
         "out_dir = None  # None: results/<testbed>/matrix (one file per target: <card>/<target>.json)"])
 
 
-ATTACK_SETUP = """import sys
-import time
-import warnings
-from pathlib import Path
-
-# make `methods` importable when papermill runs the notebook from notebooks/ or from the repository root
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "methods" / "registry.yaml").exists())
-sys.path.insert(0, str(ROOT))
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-
-import transformers
-from IPython.display import Markdown, display
+ATTACK_SETUP = SETUP_TEMPLATE.replace("{imports}", """from IPython.display import Markdown, display
 
 from methods.notebook import attack_run
-from methods.report import adaptations_markdown, column_markdown, prompts_markdown
-
-transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the outputs
-CARD = "{card}\""""
+from methods.report import adaptations_markdown, column_markdown, prompts_markdown""")
 
 ATTACK_RUN = """notebook_start = time.perf_counter()
 # The base model first, then each unlearn card's edited model (from the edited-weights cache; run once if missing).
@@ -180,6 +169,10 @@ def build_attack(card: CardSpec, registry) -> nbformat.NotebookNode:
         new_markdown_cell(fidelity(card)),
         new_code_cell(ATTACK_CONFIG),
     ]
+    return notebook_of(cells)
+
+
+def notebook_of(cells: list) -> nbformat.NotebookNode:
     notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.metadata["language_info"] = {"name": "python"}
@@ -221,10 +214,7 @@ def build(card: CardSpec, registry) -> nbformat.NotebookNode:
         new_markdown_cell(fidelity(card)),
         new_code_cell(CONFIG),
     ]
-    notebook = new_notebook(cells=cells)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.metadata["language_info"] = {"name": "python"}
-    return notebook
+    return notebook_of(cells)
 
 
 def comparable(notebook) -> list:

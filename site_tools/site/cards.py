@@ -479,12 +479,7 @@ def card_header(card: Card, url: Callable[[str], str], card_pages: dict[str, str
     if card.is_attack:
         return attack_header(card, url, card_pages or {})
     bed = card.testbed
-    parts = ['<div class="atlas-card" markdown>', ""]
-    where = f"[{md.text(bed.title)}]({url(LEADERBOARDS)}#{bed.name})"
-    parts += [f"**Executable card {md.code(card.name)}** ({md.text(card.spec.kind)}, {md.text(card.spec.modality)}) · "
-              f"testbed {where} · [all cards]({url(CARDS_INDEX)})", ""]
-    parts += [f"Catalog entry: {paper_refs(card, lambda paper_id: url(f'papers/{paper_id}.md'))}", ""]
-    parts += [paper_vs_testbed(card), ""]
+    parts = card_box_opening(card, url)
     if card.results is None:
         expected = f"results/{bed.name}/{card.name}/metrics.json"
         parts += [f"**Not yet executed**: there is no {md.code(expected)} yet. Run the card to produce it:", ""]
@@ -517,18 +512,25 @@ def card_header(card: Card, url: Callable[[str], str], card_pages: dict[str, str
     return "\n".join(parts)
 
 
+def card_box_opening(card: Card, url: Callable[[str], str]) -> list:
+    """The first lines of every card's box: what it is, its testbed, its catalog entries, the paper's claim beside
+    the testbed's bar."""
+    bed = card.testbed
+    where = f"[{md.text(bed.title)}]({url(LEADERBOARDS)}#{bed.name})"
+    return ['<div class="atlas-card" markdown>', "",
+            f"**Executable card {md.code(card.name)}** ({md.text(card.spec.kind)}, {md.text(card.spec.modality)}) · "
+            f"testbed {where} · [all cards]({url(CARDS_INDEX)})", "",
+            f"Catalog entry: {paper_refs(card, lambda paper_id: url(f'papers/{paper_id}.md'))}", "",
+            paper_vs_testbed(card), ""]
+
+
 def attack_header(card: Card, url: Callable[[str], str], card_pages: dict[str, str]) -> str:
     """The box above an attack card's notebook: its column of the robustness matrix instead of a results table, the
     prompts it found, and the cell files for download."""
     from .robustness import cell_src, column_section, prompts_section
 
     bed = card.testbed
-    parts = ['<div class="atlas-card" markdown>', ""]
-    where = f"[{md.text(bed.title)}]({url(LEADERBOARDS)}#{bed.name})"
-    parts += [f"**Executable card {md.code(card.name)}** ({md.text(card.spec.kind)}, {md.text(card.spec.modality)}) · "
-              f"testbed {where} · [all cards]({url(CARDS_INDEX)})", ""]
-    parts += [f"Catalog entry: {paper_refs(card, lambda paper_id: url(f'papers/{paper_id}.md'))}", ""]
-    parts += [paper_vs_testbed(card), ""]
+    parts = card_box_opening(card, url)
     parts += column_section(card, card.matrix, url, card_pages)
     parts += [md.code_block(card.command, "bash"), ""]
     parts += prompts_section(card, card.matrix)
