@@ -96,6 +96,17 @@ class EraseRequest:
 # ----------------------------------------------------------------------------------------------------------
 # Prompts and parameters
 # ----------------------------------------------------------------------------------------------------------
+def concept_word(request) -> str:
+    """The erased concept's word: the word of the concept prompt that every forget prompt has and no neutral or
+    anchor prompt has ("three" for "a digit three", "plain" for "a digit in plain style"); the whole concept prompt
+    for a free-text concept (Stable Diffusion)."""
+    others = [prompt.split() for prompt in list(request.neutral_prompts) + list(request.anchor_prompts)]
+    for word in request.concept_prompt.split():
+        if all(word in prompt.split() for prompt in request.forget_prompts) and not any(word in o for o in others):
+            return word
+    return request.concept_prompt
+
+
 def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     """Pad to the tokenizer's max length, as Stable Diffusion does (77 for CLIP, 8 on MiniCanvas)."""
     return tokenizer(

@@ -271,7 +271,7 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: SPMCon
     """Train the rank-1 adapters with erasure + Latent Anchoring; return the Facilitated-Transport sampler."""
     from diffusers.optimization import get_cosine_with_hard_restarts_schedule_with_warmup
 
-    from ..attacks.t2i.hard_prompts import concept_word
+    from .diffusion import concept_word
 
     start = time.perf_counter()
     generator = make_generator(seed)

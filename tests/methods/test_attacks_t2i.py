@@ -44,7 +44,8 @@ def test_attack_output_holds_exactly_one_of_prompts_or_embeddings():
 def test_concept_inversion_learns_only_the_new_token_row(components, request_three):
     from methods.attacks.t2i import concept_inversion as ci
 
-    config = dataclasses.replace(REGISTRY.card("concept_inversion").build_config("minicanvas"), steps=5, batch_size=4)
+    config = dataclasses.replace(REGISTRY.card("concept_inversion").build_config("minicanvas"), steps=5, batch_size=4,
+                                 num_vectors=1)
     target = EditedDiffusion(components)
     before = {k: v.clone() for k, v in components.text_encoder.state_dict().items()}
     output = ci.attack(target, with_images(request_three), config, 0, TinyTestbed(components))
@@ -132,7 +133,7 @@ def test_hard_prompts_encoding_from_token_rows_is_the_text_encoders_own(componen
 
 
 def test_hard_prompts_concept_word(request_three):
-    from methods.attacks.t2i.hard_prompts import concept_word
+    from methods.t2i.diffusion import concept_word
     from methods.testbeds import minicanvas
 
     assert concept_word(request_three) == "three"

@@ -39,9 +39,8 @@ import torch.nn.functional as F
 
 from ...core.config import check_config
 from ...core.seeding import make_generator
-from ...t2i.diffusion import EditedDiffusion, EraseRequest, frozen_copy, sample_cfg, tokenize
+from ...t2i.diffusion import EditedDiffusion, EraseRequest, concept_word, frozen_copy, sample_cfg, tokenize
 from . import AttackOutput
-from .hard_prompts import concept_word
 
 PLACEHOLDER = "<concept>"
 

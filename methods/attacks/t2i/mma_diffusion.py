@@ -38,9 +38,8 @@ import torch.nn.functional as F
 
 from ...core.config import ConfigError, check_config
 from ...core.seeding import make_generator
-from ...t2i.diffusion import EditedDiffusion, EraseRequest, tokenize
+from ...t2i.diffusion import EditedDiffusion, EraseRequest, concept_word, tokenize
 from . import AttackOutput
-from .hard_prompts import concept_word
 
 
 @dataclass

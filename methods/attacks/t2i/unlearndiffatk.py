@@ -40,9 +40,9 @@ import torch.nn.functional as F
 
 from ...core.config import check_config
 from ...core.seeding import make_generator
-from ...t2i.diffusion import EditedDiffusion, EraseRequest
+from ...t2i.diffusion import EditedDiffusion, EraseRequest, concept_word
 from . import AttackOutput
-from .hard_prompts import (candidate_ids, concept_word, decode, encode_token_embeddings, pad_ids, word_ids)
+from .hard_prompts import candidate_ids, decode, encode_token_embeddings, pad_ids, word_ids
 
 
 @dataclass
