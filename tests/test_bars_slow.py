@@ -90,3 +90,19 @@ def test_same_seed_reproduces_a_committed_matrix_cell(tmp_path):
     assert again["metrics"] == committed["metrics"]
     assert again["references"] == committed["references"]
     assert again["details"]["prompts"] == committed["details"]["prompts"]
+
+
+def test_mace_erases_five_digits_at_once():
+    """The issue's multi-concept bar: one MACE run erases five digits, UA >= 0.8 on each, and the other five digits'
+    accuracy (IRA) stays within 0.15 of the base model's."""
+    import importlib.util
+
+    path = default_out("x", "y").parents[2] / "benchmarks" / "mace_five_digits.py"
+    spec = importlib.util.spec_from_file_location("mace_five_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure()
+    assert all(1 - after >= 0.8 for _, after in result["erased"].values()), result["erased"]
+    kept = result["kept"].values()
+    ira_base, ira_after = (sum(pair[i] for pair in kept) / len(kept) for i in (0, 1))
+    assert ira_after >= ira_base - 0.15, (ira_base, ira_after)
