@@ -21,7 +21,9 @@ by scaling the SAE features that are specific to it:
 4. Ablate at inference (a forward hook on the block, both CFG halves, every step): encode each position; where a
    selected feature fires above its average over all concepts (gate), multiply it by `multiplier` x mean_c(t)
    (its mean activation on the concept); decode and put back the SAE's reconstruction error (`preserve_error`),
-   so positions where no selected feature fires keep their activations exactly.
+   so positions where no selected feature fires keep their activations exactly. (`ablate_uncond=False` edits the
+   conditional half only and `noise_range < 1` ablates only at the noisiest steps: measurement knobs, official
+   values by default.)
 
 The official "concepts" are UnlearnCanvas' 20 object classes (or 50 styles) with their prompt files. The card only
 sees the erase request, so its concepts are the forget prompts (one concept, the one to erase) and each other prompt
@@ -60,12 +62,14 @@ class SAeUronConfig:
     percentile: float = 99.999  # README 5.2 (style); objects: per-class sweep over 99.99 / 99.995 / 99.999
     multiplier: float = -1.0  # README 5.2 (style); objects: per-class sweep over -1 ... -30
     preserve_error: bool = True  # sample_unlearning_cls_distr.py: preserve_error=True
+    ablate_uncond: bool = True  # hooks.py: the hook edits both classifier-free guidance halves
+    noise_range: float = 1.0  # hooks.py ablates at every step: t >= (1 - noise_range) x num_train_timesteps
 
     def __post_init__(self):
         check_config(self, expansion_factor=">=1", k=">=1", auxk_alpha=">=0", dead_feature_threshold=">=1",
                      learning_rate="(0,1]", batch_size=">=1", epochs=">=1", samples_per_prompt=">=1",
                      num_inference_steps=">=1", guidance_scale="[0,1e3]", percentile="[0,100]",
-                     multiplier="[-1e3,1e3]")
+                     multiplier="[-1e3,1e3]", noise_range="[0,1]")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,15 +271,20 @@ class SAeUronDiffusion(EditedDiffusion):
     def guided_noise(self, scheduler, sample, t, text, uncond, guidance_scale, step_index=0, state=None, unet=None):
         if unet is not None and unet is not self.components.unet:  # another network was asked for: plain CFG
             return super().guided_noise(scheduler, sample, t, text, uncond, guidance_scale, step_index, state, unet)
+        train_steps = self.components.scheduler.config.num_train_timesteps
+        if float(torch.as_tensor(t).reshape(-1)[0]) < (1 - self.config.noise_range) * train_steps:
+            return super().guided_noise(scheduler, sample, t, text, uncond, guidance_scale, step_index, state, None)
         selection = self.selection_for(t)
 
         def hook(module, inputs, output):
             value = _first(output)
-            acts = _positions(value)
+            first = 0 if self.config.ablate_uncond else len(value) // 2  # the batch is [uncond, text]
+            acts = _positions(value[first:])
             edited = ablate(self.sae, acts.reshape(-1, acts.shape[-1]).to(self.sae.W_dec.dtype), selection,
                             self.config.preserve_error).to(value.dtype)
-            b, c, h, w = value.shape
-            return _replace_first(output, edited.view(b, h, w, c).permute(0, 3, 1, 2).contiguous())
+            b, c, h, w = value[first:].shape
+            edited = edited.view(b, h, w, c).permute(0, 3, 1, 2)
+            return _replace_first(output, torch.cat([value[:first], edited]).contiguous())
 
         handle = self.block.register_forward_hook(hook)  # removed after this step: the base UNet is left as it was
         try:
