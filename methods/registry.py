@@ -167,13 +167,16 @@ class Bar:
     conditions: tuple
     note: str = ""  # why this bar (e.g. "SLD changes no weights and is held to a weaker bar")
     known_miss: str = ""  # a miss the card's results show and explain (what was tried); shown, never hidden
+    cpu_dependent: bool = False  # the verdict flips between CPUs (the testbed trains to other weights there); the
+    # note says where it was met and missed, with the numbers
 
     def text(self, labels: dict) -> str:
         return ", ".join(condition.text(labels) for condition in self.conditions)
 
     def on_target(self, target: str) -> "Bar":
         """An attack card's bar restricted to the conditions on one matrix target."""
-        return Bar(tuple(c for c in self.conditions if c.target == target), self.note, self.known_miss)
+        return Bar(tuple(c for c in self.conditions if c.target == target), self.note, self.known_miss,
+                   self.cpu_dependent)
 
     def check(self, metrics: dict, references: dict, cards: Callable[[str], Optional[dict]] = lambda _: None):
         """True / False, or None when the results lack what a condition needs (or it has no condition)."""
@@ -413,7 +416,8 @@ def _bar(read: _Reader, data, where: str, testbed: TestbedSpec, kind: str) -> Op
             read.fail(f"{at}.reference", f"{condition.reference!r} is not a reference of {testbed.name}")
         conditions.append(condition)
     return Bar(tuple(conditions), read.get(data, "note", where, str, ""),
-               " ".join(read.get(data, "known_miss", where, str, "").split()))
+               " ".join(read.get(data, "known_miss", where, str, "").split()),
+               read.get(data, "cpu_dependent", where, bool, False))
 
 
 def load_cards(path: Path, testbeds: dict) -> dict:
