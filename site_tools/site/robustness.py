@@ -356,7 +356,9 @@ def robustness_page(matrix: Matrix, card_pages: dict[str, str]) -> str:
     cells = list(matrix.cells.values())
     missing = len(matrix.attacks) * len(matrix.targets) - len(cells)
     command = f"python -m methods matrix --testbed {bed.name}"
-    parts = ["---\nhide:\n  - navigation\n---\n", f"# Robustness on {md.text(bed.title)}", "",
+    # a data page that names every card many times: weighted like the card pages in the site search, so that a
+    # search for a method finds its paper first
+    parts = ["---\nhide:\n  - navigation\nsearch:\n  boost: 0.5\n---\n", f"# Robustness on {md.text(bed.title)}", "",
              f"Every attack card of {md.text(bed.title)} (a column each) against the unedited base model and every "
              f"unlearn card (a row each), read from {md.code(f'results/{bed.name}/matrix/<attack>/<target>.json')} "
              f"when the site was built. A cell is the attack's **{md.text(metric.label)}**"
