@@ -31,6 +31,7 @@ is then attacked as the base model and scored with its guidance at sampling).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -73,7 +74,7 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
 
     # 1. the placeholder token(s) and a text encoder with as many more embedding rows, set to the initializer's
     tokens = [PLACEHOLDER] + [f"{PLACEHOLDER}_{i}" for i in range(1, config.num_vectors)]
-    tokenizer = _copy_tokenizer(components.tokenizer)
+    tokenizer = copy.deepcopy(components.tokenizer)  # the target's tokenizer stays as it is
     if tokenizer.add_tokens(tokens) != len(tokens):
         raise ValueError(f"the tokenizer already contains {PLACEHOLDER!r}")
     initializer = tokenizer.convert_tokens_to_ids(config.initializer)
@@ -109,7 +110,7 @@ def attack(edited: EditedDiffusion, request: EraseRequest, config: ConceptInvers
     embeddings.requires_grad_(True)
     text_encoder.train()
     optimizer = torch.optim.AdamW([embeddings], lr=config.learning_rate, weight_decay=config.weight_decay)
-    train_scheduler = testbed_noise_scheduler(components)
+    train_scheduler = components.fresh_scheduler()  # DDPM's add_noise: the same formula in the DDIM scheduler
     unet, losses = components.unet, []
     for _ in range(config.steps):
         index = torch.randint(len(images), (config.batch_size,), generator=generator)
@@ -149,17 +150,6 @@ def denoising_loss(unet, text_encoder, scheduler, clean, noise, timesteps, input
     noisy = scheduler.add_noise(clean, noise, timesteps)
     prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(input_ids)[0]).sample
     return F.mse_loss(prediction.float(), noise.float(), reduction="mean")
-
-
-def testbed_noise_scheduler(components):
-    """The DDPM training noise schedule of the target (the sampling scheduler's `add_noise` is the same formula)."""
-    return components.fresh_scheduler()
-
-
-def _copy_tokenizer(tokenizer):
-    import copy
-
-    return copy.deepcopy(tokenizer)
 
 
 def _replace_word(prompt: str, word: str, token: str) -> str:

@@ -61,6 +61,7 @@ class MiniCanvasTestbed(Testbed):
         self.judge_info = judge_info
         self.source = source
         self._real_features = None
+        self._pre_attack = {}  # (id(edited), request, noise seed) -> (edited, pre-attack ASR), see _pre_attack_rate
 
     # -- loading -----------------------------------------------------------------------------------------------
     @classmethod
@@ -201,13 +202,13 @@ class MiniCanvasTestbed(Testbed):
                 rows = torch.arange(n) % len(result.embeddings)
                 images = edited.sample_embeddings(result.embeddings[rows].to(self.device), make_generator(noise_seed))
             post = self.concept_rate(images, concept)
-            scored.append((Evaluation({"ASR": post, "queries": result.queries}, {}, {"images": images}),
+            scored.append((Evaluation({"ASR": post, "queries": result.queries}),
                            {"pre_attack": Evaluation({"ASR": pre})}))
         return scored
 
     def _pre_attack_rate(self, edited: EditedDiffusion, request: ForgetRequest, noise_seed: int) -> float:
         """The pre-attack ASR of a target, computed once per process (every attack on it shares it)."""
-        memo = self.__dict__.setdefault("_pre_attack", {})
+        memo = self._pre_attack
         key = (id(edited), request.label, noise_seed)
         if key not in memo or memo[key][0] is not edited:
             prompts = _cycled(request.payload.forget_prompts, self.config.attack_samples)
