@@ -242,11 +242,13 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: AdvUnl
         with torch.no_grad():
             retain_target = unet(retain_x_t, t.expand(len(index)), encoder_hidden_states=retain_emb[index]).sample
 
-        # 2c. One step on l_u (clean prompt during the warm-up, adversarial prefix after) + gamma l_r.
+        # 2c. One step on l_u (clean prompt during the warm-up, adversarial prefix after) + gamma l_r. A warm-up
+        #     that does not end on an update step keeps the clean prompt until the first attack round (the official
+        #     loop would fail there: it has no adversarial prompt yet).
         encoder.train()
         for p in params:
             p.requires_grad_(True)
-        if attacking:
+        if attacking and prefix is not None:
             input_ids = forget_ids[word : word + 1]
             ids, embeds = with_prefix(input_ids, encoder.get_input_embeddings()(input_ids), prefix, prefix_id)
             cond = encode_token_embeddings(encoder, ids, embeds)
