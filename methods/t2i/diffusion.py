@@ -135,6 +135,29 @@ def cross_attention_modules(unet) -> list:
     return [(name, module) for name, module in unet.named_modules() if name.endswith("attn2")]
 
 
+def explicit_attention(attn, hidden_states, encoder_hidden_states=None, observe=None, key_delta=None,
+                       value_delta=None) -> torch.Tensor:
+    """diffusers' plain attention processor with the probabilities computed explicitly, so that a card can read them:
+    `observe(probs)` gets them as (batch * heads, pixels, tokens), batch-major. `key_delta` / `value_delta` (d_out,
+    d_in) are added to the key / value projections' weights (a LoRA's update). Returns the layer's output."""
+    context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+    if encoder_hidden_states is not None and attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    key, value = attn.to_k(context), attn.to_v(context)
+    if key_delta is not None:
+        key = key + context @ key_delta.T
+    if value_delta is not None:
+        value = value + context @ value_delta.T
+    query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+    probs = attn.get_attention_scores(query, attn.head_to_batch_dim(key), None)
+    if observe is not None:
+        observe(probs)
+    out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, attn.head_to_batch_dim(value)))))
+    if attn.residual_connection:
+        out = out + hidden_states
+    return out / attn.rescale_output_factor
+
+
 def initial_noise(components: DiffusionComponents, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """Start noise drawn on CPU (reproducible on any device), scaled by the scheduler's init sigma."""
     noise = torch.randn((batch_size, *components.sample_shape), generator=generator, dtype=torch.float32)

@@ -33,7 +33,7 @@ import torch
 from ..core.config import check_config
 from ..core.seeding import make_generator
 from .diffusion import (DiffusionComponents, EditedDiffusion, EraseRequest, cross_attention_modules, encode_prompts,
-                        finetuned_model, frozen_copy)
+                        explicit_attention, finetuned_model, frozen_copy)
 from .salun import split_evenly
 from .training import noisy, prompt_images, random_batch, trainable
 
@@ -86,21 +86,12 @@ class AttentionRecorder:
         self.selected = []
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        batch = hidden_states.shape[0]
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, None)  # (batch * heads, pixels, tokens), batch-major
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, observe=self._keep)
+
+    def _keep(self, probs: torch.Tensor) -> None:
         if self.positions is not None:
-            heads = probs.shape[0] // batch
+            heads = probs.shape[0] // len(self.positions)
             self.selected.append(probs[self.positions.repeat_interleave(heads, dim=0)[:, None, :].expand_as(probs)])
-        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
 
     def loss(self) -> torch.Tensor:
         """|| concat of every recorded attention probability on the concept's tokens ||_2."""

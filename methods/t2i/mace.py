@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from ..core.config import ConfigError, check_config
 from ..core.seeding import make_generator
 from .diffusion import (DiffusionComponents, EditedDiffusion, EraseRequest, concept_word, cross_attention_modules,
-                        encode_prompts, frozen_copy, tokenize)
+                        encode_prompts, explicit_attention, frozen_copy, tokenize)
 from .fmn import concept_positions
 from .salun import split_evenly
 from .training import prompt_images, random_batch
@@ -205,28 +205,19 @@ class LoRAAttention(torch.nn.Module):
         return self.k_up @ self.k_down, self.v_up @ self.v_down
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        batch = hidden_states.shape[0]
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
         dk, dv = self.delta()
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context) + context @ dk.T)
-        value = attn.head_to_batch_dim(attn.to_v(context) + context @ dv.T)
-        probs = attn.get_attention_scores(query, key, None)
-        if self.state is not None:
-            masks = self.state["masks"]
-            pixel_mask = None
-            if masks is not None:
-                side = int(round(math.sqrt(probs.shape[1])))
-                pixel_mask = F.interpolate(masks[:, None].float(), size=(side, side), mode="nearest")
-                pixel_mask = (pixel_mask > 0.5).reshape(batch, -1)
-            self.state["losses"].append(masked_attention_loss(probs, pixel_mask, self.state["positions"]))
-        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, observe=self._attention_loss,
+                                  key_delta=dk, value_delta=dv)
 
+    def _attention_loss(self, probs: torch.Tensor) -> None:
+        if self.state is None:
+            return
+        masks, pixel_mask = self.state["masks"], None
+        if masks is not None:
+            side = int(round(math.sqrt(probs.shape[1])))
+            pixel_mask = F.interpolate(masks[:, None].float(), size=(side, side), mode="nearest")
+            pixel_mask = (pixel_mask > 0.5).reshape(len(masks), -1)
+        self.state["losses"].append(masked_attention_loss(probs, pixel_mask, self.state["positions"]))
 
 def train_lora(components, unet, prompts, surrogates, images, index, masks, config, generator) -> list:
     """Train one concept's LoRA on `unet` (left unchanged); returns [(dW_k, dW_v)] per cross-attention layer."""

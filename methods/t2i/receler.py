@@ -63,6 +63,7 @@ from .diffusion import (
     EraseRequest,
     cross_attention_modules,
     encode_prompts,
+    explicit_attention,
     frozen_copy,
     sample_cfg,
 )
@@ -125,21 +126,12 @@ class AttentionMapRecorder:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         if not self.network.record_maps:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
-        batch = hidden_states.shape[0]
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, None)  # (batch * heads, pixels, tokens), batch-major
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, observe=self._keep)
+
+    def _keep(self, probs: torch.Tensor) -> None:
         weights = self.network.token_weights.to(probs)  # (batch, tokens): 1 / |concept tokens| on them
-        per_head = probs.view(batch, -1, *probs.shape[1:])  # (batch, heads, pixels, tokens)
+        per_head = probs.view(len(weights), -1, *probs.shape[1:])  # (batch, heads, pixels, tokens)
         self.network.maps[self.name] = (per_head * weights[:, None, None, :]).sum(-1).mean(1).detach()
-        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, value))))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
 
 
 class ReceleRNetwork(nn.Module):
