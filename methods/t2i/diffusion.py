@@ -125,6 +125,21 @@ def encode_prompts(components: DiffusionComponents, prompts: Sequence[str]) -> t
     return components.text_encoder(input_ids)[0]
 
 
+def differing_span(tokenizer, prompt: str, other_prompt: str) -> tuple:
+    """(start, end) token positions of `prompt` (unpadded ids) left after removing what it shares with
+    `other_prompt` at the start and at the end: the concept's tokens for "a digit three in plain style" against
+    "a digit in plain style", or 1..len(word) for a bare word against ""."""
+    ids = tokenizer(prompt, truncation=True).input_ids
+    other = tokenizer(other_prompt, truncation=True).input_ids
+    prefix = 0
+    while prefix < min(len(ids), len(other)) and ids[prefix] == other[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(len(ids), len(other)) - prefix and ids[-1 - suffix] == other[-1 - suffix]:
+        suffix += 1
+    return prefix, len(ids) - suffix
+
+
 def is_cross_attention(param_name: str) -> bool:
     """diffusers names cross-attention `attn2` (self-attention is `attn1`)."""
     return "attn2" in param_name

@@ -33,7 +33,7 @@ import torch
 from ..core.config import check_config
 from ..core.seeding import make_generator
 from .diffusion import (DiffusionComponents, EditedDiffusion, EraseRequest, cross_attention_modules, encode_prompts,
-                        explicit_attention, finetuned_model, frozen_copy)
+                        differing_span, explicit_attention, finetuned_model, frozen_copy)
 from .salun import split_evenly
 from .training import noisy, prompt_images, random_batch, trainable
 
@@ -62,16 +62,9 @@ def concept_positions(tokenizer, forget_prompt: str, other_prompt: str, use_pool
     span left after removing the common prefix and suffix of the unpadded ids), plus every end-of-text token with
     `use_pooler` (matched by id, as the official code does)."""
     ids = tokenizer(forget_prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
-    forget = tokenizer(forget_prompt, truncation=True).input_ids
-    neutral = tokenizer(other_prompt, truncation=True).input_ids
-    prefix = 0
-    while prefix < min(len(forget), len(neutral)) and forget[prefix] == neutral[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < min(len(forget), len(neutral)) - prefix and forget[-1 - suffix] == neutral[-1 - suffix]:
-        suffix += 1
+    start, end = differing_span(tokenizer, forget_prompt, other_prompt)
     mask = torch.zeros(len(ids), dtype=torch.bool)
-    mask[prefix : len(forget) - suffix] = True
+    mask[start:end] = True
     if use_pooler and tokenizer.eos_token_id is not None:
         mask |= torch.tensor(ids) == tokenizer.eos_token_id
     return mask

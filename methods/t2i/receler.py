@@ -62,6 +62,7 @@ from .diffusion import (
     EditedDiffusion,
     EraseRequest,
     cross_attention_modules,
+    differing_span,
     encode_prompts,
     explicit_attention,
     frozen_copy,
@@ -209,16 +210,8 @@ def concept_span(tokenizer, forget_prompt: str, neutral_prompt: str) -> tuple:
     """(start, end) token positions of the concept in `forget_prompt`: what is left after removing the ids it shares
     with `neutral_prompt` at the start and at the end (positions 1..len(word) for a bare word vs "", as the
     official `word_indices`)."""
-    forget = tokenizer(forget_prompt, truncation=True).input_ids
-    neutral = tokenizer(neutral_prompt, truncation=True).input_ids
-    prefix = 0
-    while prefix < min(len(forget), len(neutral)) and forget[prefix] == neutral[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < min(len(forget), len(neutral)) - prefix and forget[-1 - suffix] == neutral[-1 - suffix]:
-        suffix += 1
-    end = max(len(forget) - suffix, prefix + 1)
-    return prefix, min(end, tokenizer.model_max_length)
+    start, end = differing_span(tokenizer, forget_prompt, neutral_prompt)
+    return start, min(max(end, start + 1), tokenizer.model_max_length)
 
 
 def with_soft_tokens(embeddings: torch.Tensor, spans: Sequence[tuple], soft: torch.Tensor) -> torch.Tensor:
