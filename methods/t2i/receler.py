@@ -28,7 +28,7 @@ block; only the erasers train:
 7. Concept-localised regulariser on the eraser outputs e_l (pixels x dim) of that pass, outside the mask:
        L_reg = mean_l  sum_{b,p} (1 - M_l[b,p]) mean_d e_l[b,p,d]^2 / (sum_{b,p} (1 - M_l[b,p]) + 1e-9)
    L = L_erase + lambda L_reg (lambda 0.1); one Adam step (lr 3e-4) on the erasers.
-8. The edited model: the copy with the erasers on, for both classifier-free guidance passes (`ReceleRDiffusion`).
+8. The edited model: the copy with the erasers on, for both classifier-free guidance passes (`RecelerDiffusion`).
 
 Two notes on the official code. (a) train_receler.py writes the soft tokens into the prompt embedding with
 `emb_n[:, advrs_indices, :].data = advrs_prompt_embs[...].data`; indexing with an index tensor returns a copy, so the
@@ -71,7 +71,7 @@ from .diffusion import (
 
 
 @dataclass
-class ReceleRConfig:
+class RecelerConfig:
     """Defaults are the official ones for Stable Diffusion 1.4 (jasper0314-huang/Receler@3ccedc9, train_receler.py
     argparse defaults and README); a testbed's adaptations are declared in methods/registry.yaml."""
 
@@ -121,7 +121,7 @@ class AttentionMapRecorder:
     explicitly and, averaged over heads and the concept tokens (`network.token_weights`, (B, L)), kept per layer
     as (B, pixels); otherwise the original processor runs (the official CrossAttention returns the map too)."""
 
-    def __init__(self, network: "ReceleRNetwork", name: str, original):
+    def __init__(self, network: "RecelerNetwork", name: str, original):
         self.network, self.name, self.original = network, name, original
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
@@ -135,7 +135,7 @@ class AttentionMapRecorder:
         self.network.maps[self.name] = (per_head * weights[:, None, None, :]).sum(-1).mean(1).detach()
 
 
-class ReceleRNetwork(nn.Module):
+class RecelerNetwork(nn.Module):
     """The erasers of a UNet, one per cross-attention layer, attached by forward hooks: attn2(x) + E(attn2(x)).
 
     `enabled` False gives the original UNet exactly; `capture` keeps every eraser output (for the regulariser);
@@ -169,7 +169,7 @@ def erased_unet(unet, rank: int, seed: int):
     """(a private copy of `unet` carrying the erasers, the network); the erasers start disabled."""
     copy = frozen_copy(unet)
     torch.manual_seed(seed)  # nn.Linear's default initialisation of the `down` layers
-    network = ReceleRNetwork(copy, rank)
+    network = RecelerNetwork(copy, rank)
     network.enabled = False
     return copy, network
 
@@ -233,10 +233,10 @@ def soft_token_attack_step(predict, soft: torch.Tensor, optimizer, eps_concept: 
 # ----------------------------------------------------------------------------------------------------------
 # The edited model
 # ----------------------------------------------------------------------------------------------------------
-class ReceleRDiffusion(EditedDiffusion):
+class RecelerDiffusion(EditedDiffusion):
     """The copy of the UNet with its erasers on (both classifier-free guidance passes)."""
 
-    def __init__(self, components: DiffusionComponents, network: ReceleRNetwork, config: ReceleRConfig, info: dict):
+    def __init__(self, components: DiffusionComponents, network: RecelerNetwork, config: RecelerConfig, info: dict):
         super().__init__(components, info)
         self.network, self.config = network, config
 
@@ -250,7 +250,7 @@ class ReceleRDiffusion(EditedDiffusion):
 # ----------------------------------------------------------------------------------------------------------
 # Training (train_receler.py)
 # ----------------------------------------------------------------------------------------------------------
-def _timesteps(config: ReceleRConfig, num_train_timesteps: int, generator: torch.Generator) -> tuple:
+def _timesteps(config: RecelerConfig, num_train_timesteps: int, generator: torch.Generator) -> tuple:
     """(sampler steps that make x_t, UNet timestep): t_enc ~ U{0..S-1}, the sampler through its step t_enc - 1
     (ldm `till_T`), t ~ U[round(N t_enc / S), round(N (t_enc + 1) / S))."""
     steps = config.ddim_steps
@@ -261,7 +261,7 @@ def _timesteps(config: ReceleRConfig, num_train_timesteps: int, generator: torch
     return min(steps, steps - t_enc + 1), t
 
 
-def erase(components: DiffusionComponents, request: EraseRequest, config: ReceleRConfig,
+def erase(components: DiffusionComponents, request: EraseRequest, config: RecelerConfig,
           seed: int = 0) -> EditedDiffusion:
     """Train the erasers with the ESD loss on adversarial prompts plus the concept-localised regulariser."""
     start = time.perf_counter()
@@ -352,7 +352,7 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: Recele
         values = values[-20:]
         return sum(values) / len(values) if values else None
 
-    return ReceleRDiffusion(components.with_unet(unet), network, config, info={
+    return RecelerDiffusion(components.with_unet(unet), network, config, info={
         "trainable_parameters": sum(p.numel() for p in params),
         "erasers": len(network.erasers),
         "final_loss": tail(losses),

@@ -18,7 +18,7 @@ def _tiny_config(**overrides):
     fields = dict(iterations=2, ddim_steps=4, start_guidance=2.0, ddim_eta=1.0, advrs_iters=2,
                   num_advrs_prompts=2, rank=4, mask_resolution=4)
     fields.update(overrides)
-    return receler.ReceleRConfig(**fields)
+    return receler.RecelerConfig(**fields)
 
 
 def test_erasers_are_zero_at_init_on_every_cross_attention(components):
@@ -127,7 +127,7 @@ def test_erase_trains_only_the_erasers_and_is_deterministic(components, request_
     edited = receler.erase(components, request_three, _tiny_config(), seed=0)
     assert all(torch.equal(p, before[n]) for n, p in components.unet.named_parameters())  # base untouched
     assert edited.components.unet is not components.unet
-    assert isinstance(edited, receler.ReceleRDiffusion) and edited.network.enabled
+    assert isinstance(edited, receler.RecelerDiffusion) and edited.network.enabled
     assert edited.info["erasers"] == len(cross_attention_modules(components.unet))
     assert 0.0 < edited.info["mask_coverage"] <= 1.0
     assert any(torch.count_nonzero(e.up.weight) > 0 for e in edited.network.erasers.values())
@@ -145,4 +145,4 @@ def test_erase_trains_only_the_erasers_and_is_deterministic(components, request_
                                          ("learning_rate", 0.0), ("num_advrs_prompts", 0)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
-        dataclasses.replace(receler.ReceleRConfig(), **{field: value})
+        dataclasses.replace(receler.RecelerConfig(), **{field: value})
