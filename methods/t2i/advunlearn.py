@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -203,7 +202,6 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: AdvUnl
     token_table = encoder.get_input_embeddings().weight.detach()
     prefix_id = components.tokenizer.eos_token_id
     timesteps = timesteps_for(components, config.ddim_steps)
-    pairing = SimpleNamespace(ddim_steps=config.ddim_steps, timestep_pairing="paper-era")
     num_train = components.scheduler.config.num_train_timesteps
     sampling = dict(num_inference_steps=config.ddim_steps, guidance_scale=config.start_guidance, eta=config.ddim_eta)
     pool = RetainPool(len(retain_prompts), generator)
@@ -218,7 +216,8 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: AdvUnl
                 if prefix is None or config.attack_init == "random":
                     rows = torch.randint(len(token_table), (1, config.adv_prompt_num), generator=generator)
                     prefix = token_table[rows.to(device)]
-                stops, t_attack = pair_timesteps(pairing, timesteps, num_train, (config.attack_step,), generator)
+                stops, t_attack = pair_timesteps("paper-era", config.ddim_steps, timesteps, num_train,
+                                                  (config.attack_step,), generator)
                 x_attack = sample_cfg(components, [request.forget_prompts[word]] * config.attack_step, generator,
                                       stop_after_steps=stops, **sampling)
                 t_attack = t_attack.to(device)
@@ -233,7 +232,7 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: AdvUnl
 
         # 2b. One (x_t, t) pair for the concept prompt and the retain batch, stopped at the same sampler step.
         index = pool.draw(config.retain_batch)
-        stop, t = pair_timesteps(pairing, timesteps, num_train, (1,), generator)
+        stop, t = pair_timesteps("paper-era", config.ddim_steps, timesteps, num_train, (1,), generator)
         both = sample_cfg(components, [request.forget_prompts[word]] + [retain_prompts[i] for i in index.tolist()],
                           generator, stop_after_steps=stop.expand(1 + len(index)), **sampling)
         x_t, retain_x_t, t = both[:1], both[1:], t.to(device)

@@ -95,12 +95,12 @@ def trainable_parameter_names(unet, variant: str) -> list:
     raise ValueError(f"unknown ESD variant {variant!r}; use 'x', 'u' or 'x-strict'")
 
 
-def pair_timesteps(config: ESDConfig, timesteps: torch.Tensor, num_train_timesteps: int, shape: tuple,
+def pair_timesteps(pairing: str, steps: int, timesteps: torch.Tensor, num_train_timesteps: int, shape: tuple,
                    generator: torch.Generator) -> tuple:
-    """(sampler steps that make x_t, UNet timestep t) for every element of `shape`, by `config.timestep_pairing`."""
-    steps = config.ddim_steps
+    """(sampler steps that make x_t, UNet timestep t) for every element of `shape`, for a sampler of `steps` steps
+    (`timesteps`, its schedule) and the `pairing` "paper-era" or "equal" (see `timestep_pairing` above)."""
     draws = torch.randint(steps, shape, generator=generator)
-    if config.timestep_pairing == "equal":
+    if pairing == "equal":
         return draws, timesteps[draws]
     # paper-era: t_enc = draws; the ldm sampler runs through its step of index t_enc - 1, and t is drawn in the bin
     # [round(N t_enc / S), round(N (t_enc + 1) / S)) (train-esd.py: og_num, og_num_lim)
@@ -134,8 +134,8 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: ESDCon
     #    timestep t paired with it (see `timestep_pairing` in the module docstring).
     shape = (config.iterations, config.batch_size)
     prompt_index = torch.randint(len(request.forget_prompts), shape, generator=generator)
-    stop_steps, unet_t = pair_timesteps(config, timesteps, components.scheduler.config.num_train_timesteps, shape,
-                                        generator)
+    stop_steps, unet_t = pair_timesteps(config.timestep_pairing, config.ddim_steps, timesteps,
+                                        components.scheduler.config.num_train_timesteps, shape, generator)
     sampling = dict(num_inference_steps=config.ddim_steps, guidance_scale=config.start_guidance, eta=config.ddim_eta)
     if config.sample_with == "frozen":
         # x_t does not depend on the student: draw all of them up front, in large batches

@@ -67,7 +67,9 @@ from .diffusion import (
     explicit_attention,
     frozen_copy,
     sample_cfg,
+    timesteps_for,
 )
+from .esd import pair_timesteps
 
 
 @dataclass
@@ -250,17 +252,6 @@ class RecelerDiffusion(EditedDiffusion):
 # ----------------------------------------------------------------------------------------------------------
 # Training (train_receler.py)
 # ----------------------------------------------------------------------------------------------------------
-def _timesteps(config: RecelerConfig, num_train_timesteps: int, generator: torch.Generator) -> tuple:
-    """(sampler steps that make x_t, UNet timestep): t_enc ~ U{0..S-1}, the sampler through its step t_enc - 1
-    (ldm `till_T`), t ~ U[round(N t_enc / S), round(N (t_enc + 1) / S))."""
-    steps = config.ddim_steps
-    t_enc = int(torch.randint(steps, (1,), generator=generator))
-    low = round(t_enc / steps * num_train_timesteps)
-    high = round((t_enc + 1) / steps * num_train_timesteps)
-    t = low + int(torch.rand((), generator=generator, dtype=torch.float64) * (high - low))
-    return min(steps, steps - t_enc + 1), t
-
-
 def erase(components: DiffusionComponents, request: EraseRequest, config: RecelerConfig,
           seed: int = 0) -> EditedDiffusion:
     """Train the erasers with the ESD loss on adversarial prompts plus the concept-localised regulariser."""
@@ -284,14 +275,15 @@ def erase(components: DiffusionComponents, request: EraseRequest, config: Recele
     soft = nn.Parameter(soft)
     soft_optimizer = torch.optim.Adam([soft], lr=config.advrs_learning_rate, weight_decay=config.advrs_weight_decay)
     sampling = dict(num_inference_steps=config.ddim_steps, guidance_scale=config.start_guidance, eta=config.ddim_eta)
+    timesteps = timesteps_for(components, config.ddim_steps)
     train_steps = components.scheduler.config.num_train_timesteps
 
     losses, erase_losses, reg_losses, adv_losses, coverage = [], [], [], [], []
     for _ in range(config.iterations):
         index = torch.randint(len(request.forget_prompts), (config.batch_size,), generator=generator)
         rows = index.tolist()
-        stop, t = _timesteps(config, train_steps, generator)
-        t = torch.tensor(t, device=components.device)
+        stop, t = pair_timesteps("paper-era", config.ddim_steps, timesteps, train_steps, (1,), generator)
+        t = t.to(components.device)
 
         # 2. x_t: guided DDIM with the erased model (the official sampler runs the model with its erasers).
         network.enabled = True

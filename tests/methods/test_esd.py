@@ -94,7 +94,7 @@ def test_fidelity_timestep_pairing_is_the_official_one(pairing, components):
 
     config = esd.ESDConfig(ddim_steps=50, timestep_pairing=pairing)
     timesteps = timesteps_for(components, 50)
-    stops, t = esd.pair_timesteps(config, timesteps, 1000, (400,), torch.Generator().manual_seed(0))
+    stops, t = esd.pair_timesteps(config.timestep_pairing, config.ddim_steps, timesteps, 1000, (400,), torch.Generator().manual_seed(0))
     if pairing == "equal":
         assert torch.equal(t, timesteps[stops]) and stops.min() >= 0 and stops.max() <= 49
         return
